@@ -1,0 +1,28 @@
+"""medvlp-hf: medical vision-language pre-training models as first-class transformers models.
+
+Importing the package registers every model with transformers' Auto classes.
+"""
+
+from .auto import AutoModelForRetrieval
+from .models.medvill import (
+    MedViLLConfig,
+    MedViLLForImageTextClassification,
+    MedViLLForPreTraining,
+    MedViLLForReportGeneration,
+    MedViLLForRetrieval,
+    MedViLLForVQA,
+    MedViLLModel,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutoModelForRetrieval",
+    "MedViLLConfig",
+    "MedViLLForImageTextClassification",
+    "MedViLLForPreTraining",
+    "MedViLLForReportGeneration",
+    "MedViLLForRetrieval",
+    "MedViLLForVQA",
+    "MedViLLModel",
+]
