@@ -1,0 +1,344 @@
+"""MedViLL image processor and processor: pixel parity with the original torchvision pipeline, input rules for
+other encodings, the `[SEP] text [SEP]` stream, question cleaning, and save/load through the Auto classes."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoProcessor
+
+import medvlp_hf  # noqa: F401  (registers the Auto classes)
+from medvlp_hf.models.medvill.image_processing_medvill import MedViLLImageProcessor
+from medvlp_hf.models.medvill.processing_medvill import MedViLLProcessor
+from medvlp_hf.resources import bert_base_uncased_vocab_file
+
+XRAYS = ("00000001_000.png", "00027426_000.png")
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+SEP, PAD = 102, 0
+# One 8-bit level after normalisation by the smallest std: the float path (no uint8 rounding) may differ by this.
+ONE_LEVEL = 1.0 / 255 / 0.224
+
+
+def torchvision_reference(image: Image.Image, height: int, width: int, grayscale: bool = True) -> torch.Tensor:
+    """Grayscale(3) -> Resize([h, w]) -> ToTensor -> Normalize(ImageNet) as torchvision runs them on a PIL image."""
+    if grayscale:
+        luma = np.array(image.convert("L"), dtype=np.uint8)
+        image = Image.fromarray(np.dstack([luma, luma, luma]))
+    else:
+        image = image.convert("RGB")
+    image = image.resize((width, height), Image.BILINEAR)
+    tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous().float().div(255)
+    return tensor.sub_(MEAN).div_(STD)
+
+
+def pixels(image, **kwargs) -> torch.Tensor:
+    return MedViLLImageProcessor(**kwargs)(image)["pixel_values"]
+
+
+@pytest.fixture(scope="module")
+def xray(data_dir):
+    return Image.open(data_dir / "cxr_samples" / XRAYS[0]).copy()
+
+
+@pytest.fixture(scope="module")
+def colour_image():
+    return Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return MedViLLProcessor.from_vocab_file(bert_base_uncased_vocab_file(), image_size=32)
+
+
+# --- image processor: parity with the original pipeline -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", XRAYS)
+def test_real_xrays_match_torchvision_pipeline(data_dir, name):
+    image = Image.open(data_dir / "cxr_samples" / name)
+    out = MedViLLImageProcessor()(image)["pixel_values"]
+    assert out.shape == (1, 3, 512, 512) and out.dtype == torch.float32
+    assert torch.equal(out[0], torchvision_reference(image, 512, 512))
+
+
+@pytest.mark.parametrize("size", [{"height": 96, "width": 128}, 64])
+def test_non_square_resize_matches_reference(xray, size):
+    crop = xray.crop((40, 0, 440, 300))
+    height, width = (size, size) if isinstance(size, int) else (size["height"], size["width"])
+    out = pixels(crop, size=size)[0]
+    assert out.shape == (3, height, width)
+    assert torch.equal(out, torchvision_reference(crop, height, width))
+
+
+def test_colour_image_matches_reference(colour_image):
+    assert torch.equal(pixels(colour_image, size=32)[0], torchvision_reference(colour_image, 32, 32))
+    rgb = pixels(colour_image, size=32, do_grayscale=False)[0]
+    assert torch.equal(rgb, torchvision_reference(colour_image, 32, 32, grayscale=False))
+    assert not torch.equal(rgb[0], rgb[1])
+
+
+def test_no_normalize_gives_unit_range(xray):
+    out = pixels(xray, size=64, do_normalize=False)[0]
+    expected = torchvision_reference(xray, 64, 64) * STD + MEAN
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+
+
+# --- image processor: input encodings --------------------------------------------------------------------------
+
+
+def test_gray_inputs_in_every_container_agree(xray):
+    crop = xray.crop((0, 0, 200, 150))
+    gray = np.asarray(crop)
+    expected = pixels(crop, size=48)
+    variants = [
+        crop.convert("RGB"),
+        gray,
+        gray[:, :, None],
+        np.dstack([gray] * 3),
+        torch.from_numpy(gray.copy())[None],
+        torch.from_numpy(gray.copy())[:, :, None],
+        torch.from_numpy(np.dstack([gray] * 3)).permute(2, 0, 1),
+    ]
+    for variant in variants:
+        assert torch.equal(pixels(variant, size=48), expected)
+
+
+def test_numpy_and_torch_colour_match_pil(colour_image):
+    array = np.asarray(colour_image)
+    expected = pixels(colour_image, size=32)
+    assert torch.equal(pixels(array, size=32), expected)
+    assert torch.equal(pixels(torch.from_numpy(array.copy()).permute(2, 0, 1), size=32), expected)
+    ambiguous = np.asarray(colour_image.crop((0, 0, 3, 4)))  # 4x3x3: a channel-sized axis at both ends
+    channels_first = np.ascontiguousarray(ambiguous.transpose(2, 0, 1))  # 3x4x3
+    assert torch.equal(
+        pixels(channels_first, size=8, input_data_format="channels_first"), pixels(ambiguous, size=8)
+    )
+
+
+def test_rgba_drops_alpha(colour_image):
+    rgb = np.asarray(colour_image)
+    alpha = np.random.default_rng(1).integers(0, 256, rgb.shape[:2], dtype=np.uint8)
+    rgba = np.dstack([rgb, alpha])
+    expected = pixels(colour_image, size=32)
+    assert torch.equal(pixels(Image.fromarray(rgba), size=32), expected)
+    assert torch.equal(pixels(rgba, size=32), expected)
+
+
+def test_palette_and_binary_modes_follow_pil_luma(colour_image):
+    palette = colour_image.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    assert torch.equal(pixels(palette, size=32)[0], torchvision_reference(palette, 32, 32))
+    binary = colour_image.convert("1")
+    assert torch.equal(pixels(binary, size=32)[0], torchvision_reference(binary, 32, 32))
+
+
+@pytest.mark.parametrize("value", [0, 257, 32768, 65535])
+def test_sixteen_bit_is_scaled_by_bit_depth(value):
+    expected = ((value / 65535) - MEAN) / STD
+    image16 = np.full((20, 30), value, dtype=np.uint16)
+    inputs = [
+        Image.fromarray(image16),
+        Image.fromarray(image16.astype(np.int32)),
+        image16,
+        torch.from_numpy(image16.astype(np.int32)).to(torch.uint16),
+    ]
+    for image in inputs:
+        out = pixels(image, size=16)[0]
+        torch.testing.assert_close(out, expected.expand(3, 16, 16), rtol=0, atol=1e-6)
+
+
+def test_sixteen_bit_xray_matches_eight_bit(xray):
+    crop = xray.crop((0, 0, 300, 200))
+    image16 = Image.fromarray(np.asarray(crop).astype(np.uint16) * 257)  # v * 257 / 65535 = v / 255
+    torch.testing.assert_close(pixels(image16, do_resize=False), pixels(crop, do_resize=False), rtol=0, atol=1e-6)
+    # resized in float, not rounded to 8 bits: within one 8-bit level of the uint8 pipeline, but not identical
+    resized16, resized8 = pixels(image16, size=64), pixels(crop, size=64)
+    assert (resized16 - resized8).abs().max() <= ONE_LEVEL
+    assert not torch.equal(resized16, resized8)
+
+
+def test_float_inputs(xray):
+    crop = xray.crop((0, 0, 120, 90))
+    gray = np.asarray(crop)
+    expected = pixels(crop, do_resize=False)
+    unit = gray.astype(np.float32) / 255
+    for image, kwargs in [
+        (unit, {}),
+        (torch.from_numpy(unit).half()[None], {}),
+        (gray.astype(np.float64), {"float_max_value": 255}),
+        (Image.fromarray(gray.astype(np.float32)), {"float_max_value": 255.0}),
+    ]:
+        out = pixels(image, do_resize=False, **kwargs)
+        torch.testing.assert_close(out, expected, rtol=0, atol=5e-3 if isinstance(image, torch.Tensor) else 1e-6)
+    colour = np.random.default_rng(2).random((10, 12, 3))
+    luma = colour @ np.array([0.299, 0.587, 0.114])
+    torch.testing.assert_close(
+        pixels(colour, do_resize=False)[0], ((torch.from_numpy(luma).float() - MEAN) / STD), rtol=0, atol=1e-5
+    )
+    assert (pixels(unit, size=32) - pixels(crop, size=32)).abs().max() <= ONE_LEVEL
+
+
+def test_batches_lists_and_4d_inputs(colour_image):
+    array = np.asarray(colour_image)
+    single = pixels(colour_image, size=24)
+    batch_hwc = np.stack([array, array[::-1].copy()])
+    out = pixels(batch_hwc, size=24)
+    assert out.shape == (2, 3, 24, 24)
+    assert torch.equal(out[0], single[0])
+    assert torch.equal(out[1], pixels(array[::-1].copy(), size=24)[0])
+    assert torch.equal(pixels(torch.from_numpy(batch_hwc).permute(0, 3, 1, 2), size=24), out)
+    mixed = pixels([colour_image, np.zeros((7, 9), np.uint8), torch.ones(1, 5, 5)], size=24)
+    assert mixed.shape == (3, 3, 24, 24)
+    assert isinstance(MedViLLImageProcessor(size=24)(colour_image, return_tensors="np")["pixel_values"], np.ndarray)
+
+
+@pytest.mark.parametrize(
+    "image, kwargs, error, message",
+    [
+        (np.zeros((8, 8, 2), np.uint8), {}, ValueError, "cannot find the channel axis"),
+        (np.zeros((3, 8, 8), np.uint8), {"input_data_format": "channels_last"}, ValueError, "has 8 channels"),
+        (np.zeros((0, 5), np.uint8), {}, ValueError, "empty image"),
+        (np.full((4, 4), np.nan, np.float32), {}, ValueError, "16 NaN or infinite"),
+        (np.full((4, 4), 200.0), {}, ValueError, "pass float_max_value=255.0"),
+        (np.full((4, 4), -0.5), {}, ValueError, "outside [0, float_max_value=1]"),
+        (Image.new("LAB", (4, 4)), {}, ValueError, "unsupported PIL mode 'LAB'"),
+        (np.array([np.zeros((4, 4)), np.zeros((5, 5))], dtype=object), {}, ValueError, "pass a list of images"),
+        ("scan.png", {}, TypeError, "never reads files or URLs"),
+        (np.zeros((4, 4), np.int64), {}, TypeError, "dtype int64"),
+        (Image.fromarray(np.full((4, 4), 70000, np.int32)), {}, ValueError, "must lie in [0, 65535]"),
+        ([np.zeros((2, 4, 4, 3), np.uint8)], {}, ValueError, "not a list of batches"),
+        ([], {}, ValueError, "no images given"),
+        (np.zeros((2, 2, 4, 4, 3), np.uint8), {}, ValueError, "expected one image"),
+        ([np.zeros((4, 4), np.uint8), np.zeros((5, 4), np.uint8)], {"do_resize": False}, ValueError, "different sizes"),
+        ([np.zeros((4, 4), np.uint8), np.zeros((5, 5, 2), np.uint8)], {}, ValueError, "image 1: cannot find"),
+        (np.zeros((4, 4), np.uint8), {"do_center_crop": True}, ValueError, "no centre crop"),
+        (np.zeros((4, 4), np.uint8), {"do_rescale": False}, ValueError, "cannot be changed"),
+        (np.zeros((4, 4), np.uint8), {"size": {"shortest_edge": 8}}, ValueError, "size must be"),
+    ],
+)
+def test_image_errors_name_the_problem(image, kwargs, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        MedViLLImageProcessor(size=8)(image, **kwargs)
+
+
+def test_image_processor_save_load(tmp_path, colour_image):
+    image_processor = MedViLLImageProcessor(size={"height": 40, "width": 24}, do_grayscale=False, float_max_value=255.0)
+    image_processor.save_pretrained(tmp_path)
+    for loaded in (MedViLLImageProcessor.from_pretrained(tmp_path), AutoImageProcessor.from_pretrained(tmp_path)):
+        assert type(loaded) is MedViLLImageProcessor
+        assert loaded.to_dict() == image_processor.to_dict()
+        assert loaded.do_grayscale is False and loaded.float_max_value == 255.0
+        assert torch.equal(loaded(colour_image)["pixel_values"], image_processor(colour_image)["pixel_values"])
+
+
+# --- processor: text stream --------------------------------------------------------------------------------------
+
+
+def wordpieces(processor, text):
+    return processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_text_stream_layout(processor):
+    texts = ["Heart size is normal.", "No acute cardiopulmonary process. Lungs are clear bilaterally."]
+    out = processor(text=texts)
+    assert set(out.keys()) == {"input_ids", "attention_mask"}
+    lengths = [len(wordpieces(processor, t)) + 2 for t in texts]
+    assert out["input_ids"].shape == (2, max(lengths))
+    for row, text, length in zip(range(2), texts, lengths):
+        ids = out["input_ids"][row].tolist()
+        assert ids == [SEP, *wordpieces(processor, text), SEP] + [PAD] * (max(lengths) - length)
+        assert out["attention_mask"][row].tolist() == [1] * length + [0] * (max(lengths) - length)
+    assert wordpieces(processor, "heart size")[:2] == [2540, 2946]
+    assert processor.model_input_names == ["input_ids", "attention_mask", "pixel_values"]
+
+
+def test_truncation_keeps_both_separators(processor):
+    long_text = "the lungs are clear " * 100
+    pieces = wordpieces(processor, long_text)
+    default = processor(text=long_text)["input_ids"][0].tolist()
+    assert len(default) == 255 and default[0] == SEP and default[-1] == SEP and default[1:-1] == pieces[:253]
+    short = processor(text=[long_text, "ok"], max_length=10)
+    assert short["input_ids"][0].tolist() == [SEP, *pieces[:8], SEP]
+    assert short["input_ids"][1].tolist() == [SEP, wordpieces(processor, "ok")[0], SEP] + [PAD] * 7
+    with pytest.raises(ValueError, match=rf"text 0 is {len(pieces) + 2} tokens .* over max_length=255"):
+        processor(text=long_text, truncation=False)
+    with pytest.raises(ValueError, match="no room for the two"):
+        processor(text="a", max_length=1)
+
+
+def test_padding_options(processor):
+    texts = ["a b c", "a"]
+    left = processor(text=texts, padding_side="left", return_tensors=None)
+    assert left["input_ids"] == [[SEP, 1037, 1038, 1039, SEP], [PAD, PAD, SEP, 1037, SEP]]
+    assert left["attention_mask"] == [[1] * 5, [0, 0, 1, 1, 1]]
+    fixed = processor(text=texts, padding="max_length", max_length=8)
+    assert fixed["input_ids"].shape == (2, 8) and fixed["attention_mask"].sum().item() == 5 + 3
+    assert processor(text=texts, pad_to_multiple_of=4)["input_ids"].shape == (2, 8)
+    assert isinstance(processor(text=texts, return_tensors="np")["input_ids"], np.ndarray)
+
+
+@pytest.mark.parametrize(
+    "question, cleaned",
+    [
+        ("Is there a fracture? -yes/no", "is there a fracture"),
+        ("What organ is shown? -open", "what organ is shown"),
+        ("What is abnormal? - open", "what is abnormal"),
+        ("Is the patient's heart enlarged, on this X ray?", "is the patient 's heart enlarged on this x-ray"),
+        ("Where is the mass... located.", "where is the mass located"),
+        ("Are there 2.5 cm nodules?", "are there 25 cm nodules"),
+    ],
+)
+def test_clean_question(processor, question, cleaned):
+    assert MedViLLProcessor.clean_question(question) == cleaned
+    as_question = processor(text=question, text_kind="question")["input_ids"]
+    assert torch.equal(as_question, processor(text=cleaned)["input_ids"])
+
+
+def test_images_and_text_together_and_alone(processor, colour_image):
+    both = processor(images=[colour_image, colour_image], text=["a", "b c"])
+    assert set(both.keys()) == {"input_ids", "attention_mask", "pixel_values"}
+    assert both["pixel_values"].shape == (2, 3, 32, 32)
+    assert torch.equal(both["pixel_values"][0], processor.image_processor(colour_image)["pixel_values"][0])
+    image_only = processor(images=colour_image, size=16)
+    assert set(image_only.keys()) == {"pixel_values"} and image_only["pixel_values"].shape == (1, 3, 16, 16)
+    with pytest.raises(ValueError, match="got 1 images and 2 texts"):
+        processor(images=colour_image, text=["a", "b"])
+    with pytest.raises(ValueError, match="needs images, text or both"):
+        processor()
+    with pytest.raises(TypeError, match="unexpected keyword arguments \\['return_token_type_ids'\\]"):
+        processor(text="a", return_token_type_ids=True)
+    with pytest.raises(TypeError, match="text must be a str"):
+        processor(text=[["pre", "tokenized"]])
+    with pytest.raises(ValueError, match="text_kind"):
+        processor(text="a", text_kind="caption")
+
+
+def test_decode_delegates_to_tokenizer(processor):
+    out = processor(text=["Heart size is NORMAL", "clear"])
+    assert processor.batch_decode(out["input_ids"], skip_special_tokens=True) == ["heart size is normal", "clear"]
+    assert processor.decode(out["input_ids"][1]).startswith("[SEP] clear [SEP]")
+
+
+def test_from_vocab_file_rejects_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="vocab.txt"):
+        MedViLLProcessor.from_vocab_file(tmp_path / "vocab.txt")
+
+
+def test_processor_save_load_round_trip(tmp_path, colour_image):
+    processor = MedViLLProcessor.from_vocab_file(bert_base_uncased_vocab_file(), image_size=40, max_length=12)
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert saved["max_length"] == 12
+    assert saved["image_processor"]["image_processor_type"] == "MedViLLImageProcessor"
+    assert saved["image_processor"]["size"] == {"height": 40, "width": 40} and saved["image_processor"]["do_grayscale"]
+    assert (tmp_path / "tokenizer.json").is_file()
+    inputs = {"images": [colour_image, colour_image], "text": ["Heart size is normal " * 5, "clear"]}
+    expected = processor(**inputs)
+    for loaded in (MedViLLProcessor.from_pretrained(tmp_path), AutoProcessor.from_pretrained(tmp_path)):
+        assert type(loaded) is MedViLLProcessor and loaded.max_length == 12
+        out = loaded(**inputs)
+        assert out.keys() == expected.keys()
+        assert all(torch.equal(out[key], expected[key]) for key in expected)
