@@ -11,8 +11,11 @@ from .models.medvill import (
     MedViLLForReportGeneration,
     MedViLLForRetrieval,
     MedViLLForVQA,
+    MedViLLImageProcessor,
     MedViLLModel,
+    MedViLLProcessor,
 )
+from .resources import bert_base_uncased_vocab_file
 
 __version__ = "0.1.0"
 
@@ -24,5 +27,8 @@ __all__ = [
     "MedViLLForReportGeneration",
     "MedViLLForRetrieval",
     "MedViLLForVQA",
+    "MedViLLImageProcessor",
     "MedViLLModel",
+    "MedViLLProcessor",
+    "bert_base_uncased_vocab_file",
 ]

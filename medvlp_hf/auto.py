@@ -5,10 +5,12 @@ from collections import OrderedDict
 
 from transformers import (
     AutoConfig,
+    AutoImageProcessor,
     AutoModel,
     AutoModelForImageTextToText,
     AutoModelForPreTraining,
     AutoModelForVisualQuestionAnswering,
+    AutoProcessor,
 )
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 
@@ -41,6 +43,12 @@ def _register_model(model_type, module, prefix):
             continue
         auto_class.register(config_class, model_class, exist_ok=True)
         model_class.register_for_auto_class(auto_name)
+    image_processor_class = getattr(module, f"{prefix}ImageProcessor")
+    processor_class = getattr(module, f"{prefix}Processor")
+    AutoImageProcessor.register(config_class, slow_image_processor_class=image_processor_class, exist_ok=True)
+    AutoProcessor.register(config_class, processor_class, exist_ok=True)
+    image_processor_class.register_for_auto_class("AutoImageProcessor")
+    processor_class.register_for_auto_class("AutoProcessor")
     retrieval_class = getattr(module, f"{prefix}ForRetrieval", None)
     if retrieval_class is not None:
         AutoModelForRetrieval.register(config_class, retrieval_class, exist_ok=True)

@@ -1,6 +1,7 @@
 """MedViLL (Moon et al., IEEE JBHI 2022) as a transformers model."""
 
 from .configuration_medvill import MedViLLConfig
+from .image_processing_medvill import MedViLLImageProcessor
 from .modeling_medvill import (
     MedViLLForImageTextClassification,
     MedViLLForPreTraining,
@@ -10,6 +11,7 @@ from .modeling_medvill import (
     MedViLLModel,
     MedViLLPreTrainedModel,
 )
+from .processing_medvill import MedViLLProcessor
 
 __all__ = [
     "MedViLLConfig",
@@ -18,6 +20,8 @@ __all__ = [
     "MedViLLForReportGeneration",
     "MedViLLForRetrieval",
     "MedViLLForVQA",
+    "MedViLLImageProcessor",
     "MedViLLModel",
     "MedViLLPreTrainedModel",
+    "MedViLLProcessor",
 ]
