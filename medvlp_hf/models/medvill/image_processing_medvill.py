@@ -1,0 +1,340 @@
+"""MedViLL image processor: the original downstream preprocessing (Grayscale(3), Resize, ToTensor, ImageNet
+Normalize) reproduced bit-exactly for 8-bit images without torchvision, plus explicit rules for 16-bit and float
+inputs that the original (8-bit PIL only) never had to handle."""
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers.image_processing_backends import PilBackend
+from transformers.image_processing_base import BatchFeature
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ChannelDimension, PILImageResampling
+from transformers.processing_utils import ImagesKwargs
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+# PIL modes whose bands are 8-bit and that PIL converts to both "L" and "RGB" (what torchvision's Grayscale calls).
+EIGHT_BIT_PIL_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV")
+SIXTEEN_BIT_PIL_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+SIXTEEN_BIT_MAX = 65535
+# ITU-R 601-2 luma, the weights of PIL's convert("L"); used for images that are not 8-bit.
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
+IMAGE_CHANNEL_COUNTS = (1, 3, 4)
+# Float images may overshoot their declared maximum by this relative amount (rounding) before it is an error.
+FLOAT_RANGE_TOLERANCE = 1e-4
+
+
+class MedViLLImageProcessorKwargs(ImagesKwargs, total=False):
+    """Keyword arguments beyond the standard image-processor ones.
+
+    do_grayscale (`bool`): convert to luma and replicate it to 3 channels (the original `Grayscale(3)`); when
+        off, colour images stay RGB.
+    float_max_value (`float`): the value that means white in floating-point inputs (numpy/torch floats and PIL
+        "F" images); they must lie in `[0, float_max_value]`. 1.0 by default, 255.0 for 0-255 float data.
+    """
+
+    do_grayscale: bool
+    float_max_value: float | int
+
+
+class MedViLLImageProcessor(PilBackend):
+    r"""
+    Image processor of MedViLL. Every image becomes a `[3, height, width]` float32 tensor exactly as the original
+    VQA code built it: `Grayscale(num_output_channels=3)`, `Resize([height, width])` (PIL bilinear on the 8-bit
+    image), `ToTensor()` (/255) and `Normalize` with the ImageNet mean/std. 8-bit inputs follow that pipeline
+    bit for bit; other bit depths are mapped to [0, 1] and resized in float (PIL "F" mode), never rounded to 8 bits.
+
+    Input rules (documented because medical images arrive in many encodings):
+    - PIL 8-bit modes (`1, L, LA, P, PA, RGB, RGBA, RGBa, RGBX, CMYK, YCbCr, HSV`): `image.convert("L")`, as
+      torchvision's Grayscale does. Alpha is dropped, not composited: that is what `convert("L")` does, so an RGBA
+      file gives the same pixels as in the original pipeline (and X-ray PNGs carry no meaningful transparency).
+    - PIL `I;16*` and numpy/torch `uint16`: 16-bit, divided by 65535 (= value / 65535 * 255 on the 8-bit scale).
+    - PIL `I` and numpy/torch `int32` (PIL's 32-bit integer pixel type, used for 16-bit PNG/TIFF data): values
+      must lie in [0, 65535] and are read as 16-bit; anything else is rejected (rescale it to float yourself).
+    - PIL `F` and float arrays/tensors: read as 0 = black, `float_max_value` = white; values outside that range,
+      NaN or inf raise an error.
+    - `uint8` and `bool` arrays/tensors: 8-bit (bool: 0/255), same path as PIL.
+    - Other integer dtypes (int8, int16, int64, uint32, ...) have no bit-depth convention and are rejected.
+    - Arrays/tensors are `HxW`, `HxWxC` or `CxHxW` with C in 1, 3, 4 (4 = RGBA, alpha dropped). The channel axis
+      is the one of size 1/3/4; when both ends qualify numpy is read channels-last and torch channels-first;
+      `input_data_format` overrides. A 4-D array/tensor is a batch; a list may mix types and sizes.
+    - Colour to gray for non-8-bit inputs uses the same ITU-R 601-2 weights as PIL, in float.
+    Strings are rejected: the processor never reads files or URLs (load the image first).
+
+    Args:
+        do_resize (`bool`, defaults to `True`): resize to `size` (the VQA code does; report generation fed 512x512
+            files unresized, which `do_resize=True` leaves unchanged).
+        size (`int` or `{"height", "width"}`, defaults to 512): output size.
+        resample (defaults to `PILImageResampling.BILINEAR`): the PIL filter (torchvision's default).
+        do_normalize, image_mean, image_std: ImageNet mean/std normalisation.
+        do_grayscale (`bool`, defaults to `True`), float_max_value (`float`, defaults to 1.0): see
+            `MedViLLImageProcessorKwargs`.
+    """
+
+    valid_kwargs = MedViLLImageProcessorKwargs
+    model_input_names = ["pixel_values"]
+    resample = PILImageResampling.BILINEAR
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+    size = {"height": 512, "width": 512}
+    do_resize = True
+    do_normalize = True
+    do_grayscale = True
+    float_max_value = 1.0
+    return_tensors = "pt"
+
+    def _validate_preprocess_kwargs(self, **kwargs):
+        if kwargs.get("do_center_crop") or kwargs.get("do_pad"):
+            raise ValueError("MedViLL preprocessing has no centre crop or padding; leave do_center_crop/do_pad unset.")
+        if kwargs.get("do_rescale") is False or kwargs.get("rescale_factor") not in (None, 1 / 255):
+            raise ValueError(
+                "MedViLL maps every image to [0, 1] by its bit depth (8-bit /255, 16-bit /65535, floats by "
+                "float_max_value); do_rescale/rescale_factor cannot be changed."
+            )
+        size = kwargs.get("size")
+        if kwargs.get("do_resize") and (size is None or not (size.height and size.width)):
+            raise ValueError(f"size must be an int or {{'height': h, 'width': w}}, got {size}.")
+        if kwargs.get("data_format") not in (None, ChannelDimension.FIRST, "channels_first"):
+            raise ValueError("MedViLL pixel_values are always channels-first [B, 3, H, W]; leave data_format unset.")
+        if not kwargs.get("float_max_value", 1.0) > 0:
+            raise ValueError(f"float_max_value must be positive, got {kwargs.get('float_max_value')}.")
+        super()._validate_preprocess_kwargs(**kwargs)
+
+    def _prepare_image_like_inputs(self, images, *args, expected_ndims=3, **kwargs):
+        """Flatten the input into single images and decode each, naming the bad image on error."""
+        images = flatten_images(images)
+        decoded = []
+        for index, image in enumerate(images):
+            try:
+                decoded.append(self.process_image(image, *args, **kwargs))
+            except (ValueError, TypeError) as error:
+                if len(images) == 1:
+                    raise
+                raise type(error)(f"image {index}: {error}") from None
+        return decoded
+
+    def process_image(
+        self, image, do_grayscale=True, float_max_value=1.0, input_data_format=None, **kwargs
+    ) -> np.ndarray:
+        """Decode one image to a channels-first array with 1 (gray) or 3 (RGB) channels: uint8 for 8-bit
+        inputs (kept exact), float32 in [0, 1] for every other bit depth."""
+        if isinstance(image, Image.Image):
+            return decode_pil_image(image, do_grayscale, float_max_value)
+        prefer_channels_first = isinstance(image, torch.Tensor)
+        return decode_array(to_numpy(image), do_grayscale, float_max_value, input_data_format, prefer_channels_first)
+
+    def _preprocess(
+        self,
+        images,
+        do_resize,
+        size,
+        resample,
+        do_normalize,
+        image_mean,
+        image_std,
+        return_tensors,
+        **kwargs,
+    ) -> BatchFeature:
+        """Resize (PIL), map to [0, 1], replicate gray to 3 channels, normalise, stack to [B, 3, H, W]."""
+        pixel_values = []
+        for image in images:
+            if do_resize:
+                image = resize_image(image, size.height, size.width, resample)
+            pixel_values.append(to_unit_tensor(image).expand(3, -1, -1))
+        shapes = {tuple(value.shape) for value in pixel_values}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"images of different sizes {sorted(shapes)} cannot be batched with do_resize=False; "
+                "resize them (do_resize=True) or pass same-size images."
+            )
+        pixel_values = torch.stack(pixel_values)
+        if do_normalize:
+            mean = torch.as_tensor(image_mean, dtype=torch.float32).view(-1, 1, 1)
+            std = torch.as_tensor(image_std, dtype=torch.float32).view(-1, 1, 1)
+            pixel_values = pixel_values.sub(mean).div(std)
+        if return_tensors == "np":
+            pixel_values = pixel_values.numpy()
+        return BatchFeature(data={"pixel_values": pixel_values})
+
+
+def flatten_images(images) -> list:
+    """A single image, a list of single images, or one 4-D batch array/tensor -> list of single images."""
+    if isinstance(images, (list, tuple)):
+        if len(images) == 0:
+            raise ValueError("no images given (empty list).")
+        for index, image in enumerate(images):
+            check_image_type(image, f"images[{index}]")
+            if not isinstance(image, Image.Image) and image.ndim == 4:
+                raise ValueError(
+                    f"images[{index}] is a 4-D batch {tuple(image.shape)}; pass either a list of single images or "
+                    "one 4-D batch, not a list of batches."
+                )
+        return list(images)
+    check_image_type(images, "images")
+    if isinstance(images, Image.Image) or images.ndim in (2, 3):
+        return [images]
+    if images.ndim == 4:
+        if images.shape[0] == 0:
+            raise ValueError("no images given (empty batch).")
+        return list(images)
+    raise ValueError(
+        f"images of shape {tuple(images.shape)}: expected one image (HxW, HxWxC, CxHxW) or a 4-D batch."
+    )
+
+
+def check_image_type(image, name: str) -> None:
+    """Reject what is not a PIL image, numpy array or torch tensor, and ragged numpy batches."""
+    if isinstance(image, np.ndarray) and image.dtype == object:
+        raise ValueError(
+            f"{name} is a numpy object array (images of different shapes stacked into one array); "
+            "pass a list of images instead."
+        )
+    if not isinstance(image, (Image.Image, np.ndarray, torch.Tensor)):
+        hint = (
+            " The processor never reads files or URLs; load the image first, e.g. PIL.Image.open(path)."
+            if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__")
+            else ""
+        )
+        raise TypeError(f"{name} is a {type(image).__name__}; expected a PIL image, numpy array or torch tensor.{hint}")
+
+
+def to_numpy(image) -> np.ndarray:
+    """Torch tensors to numpy with their bit depth kept (bfloat16/float16 widen to float32)."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        if image.dtype in (torch.bfloat16, torch.float16):
+            image = image.float()
+        return image.numpy()
+    return image
+
+
+def decode_pil_image(image: Image.Image, do_grayscale: bool, float_max_value: float) -> np.ndarray:
+    """PIL image -> canonical array (see `MedViLLImageProcessor.process_image`)."""
+    if image.mode in EIGHT_BIT_PIL_MODES:
+        array = np.asarray(image.convert("L" if do_grayscale else "RGB"))
+        return check_not_empty(array.reshape(array.shape[0], array.shape[1], -1)).transpose(2, 0, 1)
+    if image.mode in SIXTEEN_BIT_PIL_MODES or image.mode in ("I", "F"):
+        return decode_array(np.asarray(image), do_grayscale, float_max_value, None)
+    raise ValueError(
+        f"unsupported PIL mode {image.mode!r}; supported: {', '.join(EIGHT_BIT_PIL_MODES + SIXTEEN_BIT_PIL_MODES)}, "
+        "I, F. Convert it first, e.g. image.convert('RGB')."
+    )
+
+
+def decode_array(
+    array: np.ndarray, do_grayscale: bool, float_max_value: float, input_data_format, prefer_channels_first=False
+) -> np.ndarray:
+    """numpy image (HxW, HxWxC or CxHxW) -> canonical array (see `MedViLLImageProcessor.process_image`)."""
+    channels_last = to_channels_last(array, input_data_format, prefer_channels_first)
+    check_not_empty(channels_last)
+    if channels_last.dtype == np.bool_:
+        channels_last = channels_last.astype(np.uint8) * 255
+    if channels_last.dtype == np.uint8:
+        return eight_bit_to_canonical(channels_last, do_grayscale)
+    return float_to_canonical(to_unit_float(channels_last, float_max_value), do_grayscale)
+
+
+def to_channels_last(array: np.ndarray, input_data_format, prefer_channels_first: bool) -> np.ndarray:
+    """HxW / HxWxC / CxHxW -> HxWxC with C in (1, 3, 4); `prefer_channels_first` breaks ties (torch inputs)."""
+    if array.ndim == 2:
+        return array[:, :, None]
+    if array.ndim != 3:
+        raise ValueError(f"an image must be 2-D or 3-D, got shape {tuple(array.shape)}.")
+    if input_data_format is not None:
+        channel_axis = 0 if ChannelDimension(input_data_format) == ChannelDimension.FIRST else 2
+    else:
+        first, last = array.shape[0] in IMAGE_CHANNEL_COUNTS, array.shape[2] in IMAGE_CHANNEL_COUNTS
+        if not (first or last):
+            raise ValueError(
+                f"cannot find the channel axis of an image of shape {tuple(array.shape)}: MedViLL takes HxW, HxWxC "
+                "or CxHxW with C = 1 (gray), 3 (RGB) or 4 (RGBA). For a batch of gray images add a channel axis "
+                "(x[:, None]) or pass a list."
+            )
+        channel_axis = 0 if first and (prefer_channels_first or not last) else 2
+    if array.shape[channel_axis] not in IMAGE_CHANNEL_COUNTS:
+        raise ValueError(
+            f"image of shape {tuple(array.shape)} has {array.shape[channel_axis]} channels; MedViLL takes 1 (gray), "
+            "3 (RGB) or 4 (RGBA)."
+        )
+    return np.moveaxis(array, channel_axis, -1) if channel_axis == 0 else array
+
+
+def check_not_empty(array: np.ndarray) -> np.ndarray:
+    if array.size == 0:
+        raise ValueError(f"empty image of shape {tuple(array.shape)}.")
+    return array
+
+
+def eight_bit_to_canonical(array: np.ndarray, do_grayscale: bool) -> np.ndarray:
+    """HxWxC uint8 -> CxHxW uint8 through PIL exactly as for a PIL input (alpha dropped)."""
+    if array.shape[2] == 1:
+        return np.ascontiguousarray(array.transpose(2, 0, 1))
+    rgb = Image.fromarray(np.ascontiguousarray(array[:, :, :3]))
+    return decode_pil_image(rgb, do_grayscale, 1.0)
+
+
+def to_unit_float(array: np.ndarray, float_max_value: float) -> np.ndarray:
+    """Non-8-bit HxWxC array -> float32 in [0, 1] by the bit-depth rules of the class docstring."""
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        if not finite.all():
+            raise ValueError(f"image contains {int((~finite).sum())} NaN or infinite values.")
+        low, high = float(array.min()), float(array.max())
+        tolerance = FLOAT_RANGE_TOLERANCE * float_max_value
+        if low < -tolerance or high > float_max_value + tolerance:
+            raise ValueError(
+                f"float image values span [{low:g}, {high:g}], outside [0, float_max_value={float_max_value:g}]: "
+                "float inputs are read as 0 = black, float_max_value = white. For 0-255 data pass "
+                "float_max_value=255.0 (or cast to uint8); rescale other ranges first."
+            )
+        return np.clip(array.astype(np.float64) / float_max_value, 0.0, 1.0).astype(np.float32)
+    if array.dtype == np.uint16:
+        return (array.astype(np.float64) / SIXTEEN_BIT_MAX).astype(np.float32)
+    if array.dtype == np.int32:
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > SIXTEEN_BIT_MAX:
+            raise ValueError(
+                f"32-bit integer image (PIL mode 'I' / int32) with values in [{low}, {high}]; it is read as 16-bit "
+                f"and must lie in [0, {SIXTEEN_BIT_MAX}]. Rescale it to float in [0, 1] first."
+            )
+        if high <= 255:
+            logger.warning_once(
+                "a 32-bit integer image (PIL mode 'I' / int32) with values <= 255 is read as 16-bit and comes out "
+                "nearly black; if it holds 8-bit data cast it to uint8 (or image.convert('L'))."
+            )
+        return (array.astype(np.float64) / SIXTEEN_BIT_MAX).astype(np.float32)
+    raise TypeError(
+        f"images of dtype {array.dtype} have no bit-depth convention here; pass uint8 (8-bit), uint16 (16-bit), "
+        "int32 in [0, 65535] (16-bit) or float in [0, float_max_value]."
+    )
+
+
+def float_to_canonical(array: np.ndarray, do_grayscale: bool) -> np.ndarray:
+    """HxWxC float32 in [0, 1] -> CxHxW with alpha dropped and, for grayscale, PIL's luma weights in float."""
+    array = array[:, :, :3]
+    if do_grayscale and array.shape[2] == 3:
+        array = (array.astype(np.float64) @ LUMA_WEIGHTS).astype(np.float32)[:, :, None]
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def resize_image(image: np.ndarray, height: int, width: int, resample) -> np.ndarray:
+    """CxHxW resize with PIL: uint8 as one L/RGB image (the torchvision-on-PIL path), float per channel in mode F."""
+    if image.shape[1:] == (height, width):
+        return image
+    resample = Image.Resampling(int(resample))
+    if image.dtype == np.uint8:
+        pil_image = Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
+        resized = np.asarray(pil_image.resize((width, height), resample))
+        return resized.reshape(height, width, -1).transpose(2, 0, 1)
+    return np.stack([np.asarray(Image.fromarray(channel).resize((width, height), resample)) for channel in image])
+
+
+def to_unit_tensor(image: np.ndarray) -> torch.Tensor:
+    """CxHxW array -> float32 tensor in [0, 1]; uint8 divided by 255 in float32 as torchvision's ToTensor does."""
+    tensor = torch.from_numpy(np.array(image))
+    if tensor.dtype == torch.uint8:
+        return tensor.float().div(255)
+    return tensor
+
+
+__all__ = ["MedViLLImageProcessor"]

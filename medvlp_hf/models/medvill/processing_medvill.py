@@ -1,0 +1,178 @@
+"""MedViLL processor: the image processor plus bert-base-uncased WordPiece, producing the text stream
+`[SEP] w_1 .. w_n [SEP]` that every MedViLL head reads (the model prepends `[CLS] v_1..v_N` itself)."""
+
+import os
+
+from transformers import BertTokenizer
+from transformers.image_processing_base import BatchFeature
+from transformers.processing_utils import ProcessorMixin
+
+from .image_processing_medvill import MedViLLImageProcessor
+
+# Pre-training keeps 253 wordpieces after the visual [SEP] and closes them with [SEP] (report-generation fine-tuning
+# uses the same max_len_b=253), so the text stream `[SEP] + 253 + [SEP]` is 255 tokens.
+DEFAULT_TEXT_MAX_LENGTH = 255
+# VQA-RAD questions may end with an answer-type marker that MedViLL strips before tokenising.
+QUESTION_TYPE_MARKERS = ("? -yes/no", "? -open", "? - open")
+# Then, in this order: drop commas and question marks, split the possessive, drop ellipses, unify "x ray", drop dots.
+QUESTION_REPLACEMENTS = ((",", ""), ("?", ""), ("'s", " 's"), ("...", ""), ("x ray", "x-ray"), (".", ""))
+TEXT_KINDS = ("report", "question")
+TRUNCATING = (True, "longest_first", "only_first")
+NOT_TRUNCATING = (False, None, "do_not_truncate")
+
+
+class MedViLLProcessor(ProcessorMixin):
+    r"""
+    Processor of MedViLL: [`MedViLLImageProcessor`] for `pixel_values` and a bert-base-uncased `BertTokenizer`
+    (lower-casing) for the text stream.
+
+    `input_ids` is `[SEP] wordpieces [SEP]` padded with `[PAD]` (right by default, left with
+    `padding_side="left"` for generation); `attention_mask` marks the real tokens including both `[SEP]`. No
+    `token_type_ids`: the model derives segments from the layout.
+
+    Args:
+        image_processor ([`MedViLLImageProcessor`]): the image processor.
+        tokenizer ([`BertTokenizer`]): WordPiece tokenizer with the bert-base-uncased vocabulary.
+        max_length (`int`, defaults to 255): default length limit of the text stream including both `[SEP]`
+            (253 wordpieces, the original text budget).
+    """
+
+    def __init__(self, image_processor=None, tokenizer=None, max_length=DEFAULT_TEXT_MAX_LENGTH, **kwargs):
+        if max_length < 2:
+            raise ValueError(f"max_length={max_length} leaves no room for the two [SEP] of the text stream.")
+        self.max_length = max_length
+        super().__init__(image_processor, tokenizer, **kwargs)
+
+    @classmethod
+    def from_vocab_file(cls, vocab_file, image_size=512, max_length=DEFAULT_TEXT_MAX_LENGTH, **image_processor_kwargs):
+        """The default MedViLL processor built offline from a bert-base-uncased `vocab.txt` (one token per line)."""
+        vocab_file = os.fspath(vocab_file)
+        if not os.path.isfile(vocab_file):
+            raise FileNotFoundError(
+                f"WordPiece vocab file {vocab_file!r} not found; pass the bert-base-uncased vocab.txt "
+                "(medvlp_hf.resources.bert_base_uncased_vocab_file())."
+            )
+        tokenizer = BertTokenizer(vocab=vocab_file, do_lower_case=True)
+        if tokenizer.sep_token_id is None or tokenizer.pad_token_id is None:
+            raise ValueError(f"{vocab_file!r} has no [SEP] or [PAD] token; it is not a BERT WordPiece vocab.")
+        image_processor = MedViLLImageProcessor(size=image_size, **image_processor_kwargs)
+        return cls(image_processor=image_processor, tokenizer=tokenizer, max_length=max_length)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "pixel_values"]
+
+    @staticmethod
+    def clean_question(question: str) -> str:
+        """MedViLL's VQA question normalisation, applied before WordPiece: lower-case, strip the answer-type
+        markers ("? -yes/no", "? -open", "? - open"), remove `,` `?` `...` `.`, write "'s" as " 's" and
+        "x ray" as "x-ray"."""
+        question = question.lower()
+        for marker in QUESTION_TYPE_MARKERS:
+            question = question.replace(marker, "")
+        for old, new in QUESTION_REPLACEMENTS:
+            question = question.replace(old, new)
+        return question
+
+    def __call__(
+        self,
+        images=None,
+        text=None,
+        padding="longest",
+        truncation=True,
+        max_length=None,
+        return_tensors="pt",
+        padding_side=None,
+        text_kind="report",
+        pad_to_multiple_of=None,
+        **images_kwargs,
+    ) -> BatchFeature:
+        """Encode images and/or texts (one image per text when both are given).
+
+        Args:
+            images: one image or a list/batch, see [`MedViLLImageProcessor`].
+            text (`str` or `list[str]`): reports or questions.
+            padding (`"longest"`, `"max_length"`, `True` or `False`): padding of the text stream.
+            truncation (`bool`): keep the first `max_length - 2` wordpieces and both `[SEP]`; when `False` a
+                longer text raises.
+            max_length (`int`, defaults to `self.max_length`): text-stream length limit including both `[SEP]`.
+            return_tensors (`"pt"`, `"np"` or `None`): `None` gives python lists for the text (pixel values stay
+                a tensor).
+            padding_side (`"right"` or `"left"`): defaults to the tokenizer's (right).
+            text_kind (`"report"` or `"question"`): `"question"` applies [`~MedViLLProcessor.clean_question`]
+                first, as MedViLL's VQA code does.
+            pad_to_multiple_of (`int`): round the padded length up to a multiple of this.
+            images_kwargs: overrides of the image processor's settings (`size`, `do_resize`, ...).
+        """
+        if images is None and text is None:
+            raise ValueError("MedViLLProcessor needs images, text or both.")
+        unknown = sorted(set(images_kwargs) - set(self.image_processor.valid_kwargs.__annotations__))
+        if unknown:
+            raise TypeError(f"MedViLLProcessor got unexpected keyword arguments {unknown}.")
+        data = {}
+        if text is not None:
+            data.update(
+                self.encode_text(
+                    text, padding, truncation, max_length, padding_side, text_kind, pad_to_multiple_of, return_tensors
+                )
+            )
+        if images is not None:
+            images_kwargs["return_tensors"] = return_tensors or "pt"
+            data["pixel_values"] = self.image_processor(images, **images_kwargs)["pixel_values"]
+        if text is not None and images is not None and len(data["input_ids"]) != len(data["pixel_values"]):
+            raise ValueError(
+                f"got {len(data['pixel_values'])} images and {len(data['input_ids'])} texts; MedViLL pairs one "
+                "image with one text."
+            )
+        return BatchFeature(data=data)
+
+    def encode_text(
+        self,
+        text,
+        padding="longest",
+        truncation=True,
+        max_length=None,
+        padding_side=None,
+        text_kind="report",
+        pad_to_multiple_of=None,
+        return_tensors="pt",
+    ) -> dict:
+        """Texts -> `{"input_ids", "attention_mask"}` in the `[SEP] wordpieces [SEP]` layout."""
+        texts = [text] if isinstance(text, str) else text
+        if not isinstance(texts, (list, tuple)) or not texts or not all(isinstance(t, str) for t in texts):
+            raise TypeError(f"text must be a str or a non-empty list of str, got {type(text).__name__}.")
+        if text_kind not in TEXT_KINDS:
+            raise ValueError(f"text_kind must be one of {TEXT_KINDS}, got {text_kind!r}.")
+        if truncation not in TRUNCATING + NOT_TRUNCATING:
+            raise ValueError(f"truncation must be True or False, got {truncation!r}.")
+        if text_kind == "question":
+            texts = [self.clean_question(t) for t in texts]
+        max_length = self.max_length if max_length is None else max_length
+        if max_length < 2:
+            raise ValueError(f"max_length={max_length} leaves no room for the two [SEP] of the text stream.")
+        sep = self.tokenizer.sep_token_id
+        budget = max_length - 2
+        sequences = []
+        for index, wordpieces in enumerate(self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]):
+            if len(wordpieces) > budget:
+                if truncation in NOT_TRUNCATING:
+                    raise ValueError(
+                        f"text {index} is {len(wordpieces) + 2} tokens long with its two [SEP], over "
+                        f"max_length={max_length}; pass truncation=True (keeps the first {budget} wordpieces and both "
+                        "[SEP]) or a larger max_length."
+                    )
+                wordpieces = wordpieces[:budget]
+            sequences.append([sep, *wordpieces, sep])
+        padded = self.tokenizer.pad(
+            {"input_ids": sequences},
+            padding=padding,
+            max_length=max_length,
+            pad_to_multiple_of=pad_to_multiple_of,
+            padding_side=padding_side,
+            return_attention_mask=True,
+            return_tensors=return_tensors,
+        )
+        return {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"]}
+
+
+__all__ = ["MedViLLProcessor"]
