@@ -1,0 +1,26 @@
+"""Task collators turning dataset rows into MedViLL-style batches (see `base` for the processor contract)."""
+from .classification import ClassificationCollator
+from .masking import IGNORE_INDEX, mask_tokens_for_mlm, mask_tokens_for_report_generation
+from .negatives import LabelConditionedNegatives, NegativeSampler, RandomNegatives
+from .pretraining import PreTrainingCollator
+from .report_generation import ReportGenerationCollator
+from .retrieval import RetrievalGroupCollator, RetrievalPairCollator, retrieval_candidate_groups
+from .vqa import GenerativeVQACollator, VQACollator, build_label2id
+
+__all__ = [
+    "IGNORE_INDEX",
+    "ClassificationCollator",
+    "GenerativeVQACollator",
+    "LabelConditionedNegatives",
+    "NegativeSampler",
+    "PreTrainingCollator",
+    "RandomNegatives",
+    "ReportGenerationCollator",
+    "RetrievalGroupCollator",
+    "RetrievalPairCollator",
+    "VQACollator",
+    "build_label2id",
+    "mask_tokens_for_mlm",
+    "mask_tokens_for_report_generation",
+    "retrieval_candidate_groups",
+]
