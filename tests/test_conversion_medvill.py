@@ -1,0 +1,375 @@
+"""Parity of the MedViLL checkpoint converter with the authors' code.
+
+The fixtures (tests/fixtures/medvill, see its README) hold tiny random checkpoints in the original layout and
+the outputs the original classes computed from them; each test converts a checkpoint and requires the
+medvlp-hf outputs to match within 1e-4 (fp32) and greedy tokens to be identical.
+"""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForPreTraining, AutoProcessor
+
+import medvlp_hf  # noqa: F401  (registers the Auto classes)
+from medvlp_hf.models.medvill.image_processing_medvill import MedViLLImageProcessor
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "medvill"
+CONVERTER = REPO_ROOT / "conversion" / "convert_medvill_original_checkpoint.py"
+TOLERANCE = 1e-4
+IMAGE_SIZE = 64  # tiny fixtures: 2x2 grid
+SEP = 102
+PRETRAINING_MASKS = ("bidirectional", "s2s", "bar", "bi_s2s")
+PRETRAINING_IMAGE_TOKENS = 3
+DOWNSTREAM_IMAGE_TOKENS = 4
+# BERT-base + ResNet-50: the released models
+BASE_GEOMETRY = dict(vocab_size=30522, hidden_size=768, max_position_embeddings=512, type_vocab_size=2,
+                     intermediate_size=3072, num_hidden_layers=12, resnet_stem_width=64,
+                     resnet_widths=(64, 128, 256, 512), resnet_depths=(3, 4, 6, 3))
+
+
+def _load_converter():
+    spec = importlib.util.spec_from_file_location("convert_medvill_original_checkpoint", CONVERTER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+conv = _load_converter()
+
+
+def fixture(kind, name="reference_io.safetensors"):
+    return load_file(FIXTURES / kind / name)
+
+
+def original_config():
+    return json.loads((FIXTURES / "pretraining" / "config.json").read_text())
+
+
+def pixel_values():
+    return fixture(".", "common_inputs.safetensors")["pixel_values"]
+
+
+def pretraining_checkpoint():
+    return fixture("pretraining", "original_checkpoint.safetensors")
+
+
+def retrieval_checkpoint():
+    """CXRBertForRetrieval's state dict is the enc.* + itm.* part of the pre-training model (fixture README)."""
+    return {k: v for k, v in pretraining_checkpoint().items() if k.startswith(("enc.", "itm."))}
+
+
+def classification_checkpoint():
+    """MultimodalBertClf = the pre-training enc.* (its img_embeddings also holds the word table) + its heads."""
+    state = {k: v for k, v in pretraining_checkpoint().items() if k.startswith("enc.") and not k.endswith("position_ids")}
+    state["enc.img_embeddings.word_embeddings.weight"] = state["enc.txt_embeddings.word_embeddings.weight"]
+    state.update(fixture("classification", "head_weights.safetensors"))
+    return state
+
+
+def convert(kind, state_dict=None, **kwargs):
+    if state_dict is None:
+        state_dict = fixture(kind, "original_checkpoint.safetensors")
+    return conv.convert_state_dict(state_dict, kind, original_config(), image_size=IMAGE_SIZE, **kwargs)
+
+
+def text_stream(joint_ids, image_tokens):
+    """Downstream joint input `[CLS] [UNK]xN [SEP] text [SEP] [PAD]..` -> medvlp-hf text stream + its mask."""
+    ids = joint_ids[:, image_tokens + 1:]
+    return ids, (ids != 0).long()
+
+
+def with_visual_sep(text_ids, text_mask):
+    """The pre-training/retrieval/classification code passes the visual [SEP] separately; prepend it."""
+    ones = torch.ones(text_ids.shape[0], 1, dtype=torch.long)
+    return torch.cat([ones * SEP, text_ids], 1), torch.cat([ones, text_mask], 1)
+
+
+def max_diff(a, b):
+    return float((a.float() - b.float()).abs().max())
+
+
+@pytest.fixture(scope="module")
+def pretraining_model():
+    return convert("pretraining", pretraining_checkpoint(), num_pretraining_image_tokens=PRETRAINING_IMAGE_TOKENS)
+
+
+@pytest.fixture(scope="module")
+def report_generation_model():
+    return convert("report_generation")
+
+
+@pytest.mark.parametrize("mask_type", PRETRAINING_MASKS)
+def test_pretraining_mlm_and_itm_match_original(pretraining_model, mask_type):
+    io = fixture("pretraining")
+    ref = {k.split(".", 1)[1]: v for k, v in io.items() if k.startswith(f"{mask_type}.")}
+    input_ids, attention_mask = with_visual_sep(ref["input_txt"], ref["text_mask"])
+    pretraining_model.config.attention_mask_type = mask_type
+    use_s2s = torch.tensor([False, True]) if mask_type == "bi_s2s" else None  # meta.json: per_sample_mask
+    with torch.no_grad():
+        out = pretraining_model(
+            input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values(),
+            image_token_indices=ref["image_token_indices"], use_s2s=use_s2s,
+            labels=ref["txt_labels"][:, PRETRAINING_IMAGE_TOKENS + 1:], itm_labels=ref["itm_labels"])
+    # the original logits cover [CLS] v_1..v_3 too; the text stream starts at the visual [SEP]
+    assert max_diff(out.logits, ref["mlm_logits"][:, PRETRAINING_IMAGE_TOKENS + 1:]) <= TOLERANCE
+    assert max_diff(out.itm_logits, ref["itm_logits"]) <= TOLERANCE
+    assert max_diff(out.mlm_loss, ref["mlm_loss"]) <= TOLERANCE
+    assert max_diff(out.itm_loss, ref["itm_loss"]) <= TOLERANCE
+
+
+def test_pretraining_config_reproduces_released_numerics(pretraining_model):
+    config = pretraining_model.config
+    assert (config.position_scheme, config.padding_token_type_id, config.prefix_attends_text_padding) == (
+        "pretraining", 1, True)
+    assert (config.layer_norm_eps, config.head_layer_norm_eps) == (1e-12, 1e-5)
+    assert config.tie_word_embeddings
+    assert pretraining_model.mlm_head.decoder.weight is pretraining_model.medvill.embeddings.word_embeddings.weight
+
+
+def test_vqa_logits_match_original():
+    io = fixture("vqa")
+    model = convert("vqa")
+    input_ids, attention_mask = text_stream(io["input_ids"], DOWNSTREAM_IMAGE_TOKENS)
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values(),
+                    labels=io["ans_labels"])
+    assert max_diff(out.logits, io["vqa_logits"]) <= TOLERANCE
+    assert max_diff(out.loss, io["vqa_loss"]) <= TOLERANCE
+    assert (model.config.position_scheme, model.config.layer_norm_eps, model.config.vqa_pooling) == (
+        "downstream", 1e-5, "cls_sep_product")
+
+
+def test_report_generation_masked_lm_matches_original(report_generation_model):
+    io = fixture("report_generation")
+    input_ids, attention_mask = text_stream(io["input_ids"], DOWNSTREAM_IMAGE_TOKENS)
+    labels = torch.full_like(input_ids, -100)
+    slots = io["masked_weights"].nonzero().tolist()  # (sample, slot) of the real masked positions
+    for b, s in slots:
+        labels[b, io["masked_pos"][b, s] - DOWNSTREAM_IMAGE_TOKENS - 1] = io["masked_lm_labels"][b, s]
+    with torch.no_grad():
+        out = report_generation_model(input_ids=input_ids, attention_mask=attention_mask,
+                                      pixel_values=pixel_values(), labels=labels)
+    for b, s in slots:
+        position = io["masked_pos"][b, s] - DOWNSTREAM_IMAGE_TOKENS - 1
+        assert max_diff(out.logits[b, position], io["masked_lm_logits"][b, s]) <= TOLERANCE
+    # the original divides by (#masked + 1e-5): a 4e-6 relative difference on this loss of ~19
+    assert float(out.loss) == pytest.approx(float(io["masked_lm_loss"]), rel=TOLERANCE)
+
+
+def test_report_generation_greedy_decoding_matches_original(report_generation_model):
+    io = fixture("report_generation")
+    steps = io["ar_tokens"].shape[1]
+    with torch.no_grad():
+        out = report_generation_model.generate(pixel_values=pixel_values(), max_new_tokens=steps, do_sample=False,
+                                               output_logits=True, return_dict_in_generate=True)
+        uncached = report_generation_model.generate_without_cache(pixel_values(), max_new_tokens=steps)
+    assert torch.equal(out.sequences[:, 1:], io["ar_tokens"])
+    assert torch.equal(uncached[:, 1:], io["ar_tokens"])
+    assert max_diff(torch.stack(out.logits, 1), io["ar_logits"]) <= TOLERANCE
+
+
+def test_retrieval_scores_match_original():
+    io = fixture("retrieval")
+    model = convert("retrieval", retrieval_checkpoint())
+    input_ids, attention_mask = with_visual_sep(io["input_txt"], io["attn_mask"][:, DOWNSTREAM_IMAGE_TOKENS + 2:])
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values()[io["image_index"]])
+    assert max_diff(out.logits, io["itm_logits"]) <= TOLERANCE
+    assert max_diff(out.scores, io["scores"]) <= TOLERANCE
+
+
+def test_classification_logits_match_original():
+    io = fixture("classification")
+    model = convert("classification", classification_checkpoint())
+    input_ids, attention_mask = with_visual_sep(io["input_txt"], io["attention_mask"])
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values())
+    assert max_diff(out.logits, io["logits"]) <= TOLERANCE
+    assert model.config.position_scheme == "consecutive" and model.config.num_labels == 5
+
+
+def tiny_vocab_file(folder):
+    tokens = ["[PAD]", *[f"[unused{i}]" for i in range(1, 100)], "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+              *[f"w{i}" for i in range(104, 200)]]
+    path = Path(folder) / "vocab.txt"
+    path.write_text("\n".join(tokens) + "\n")
+    return path
+
+
+def test_cli_converts_a_save_pretrained_directory(tmp_path, pretraining_model):
+    source = tmp_path / "original"
+    source.mkdir()
+    torch.save(pretraining_checkpoint(), source / "pytorch_model.bin")
+    (source / "config.json").write_text(json.dumps(original_config()))
+    out = conv.main(["--checkpoint", str(source), "--kind", "pretraining", "--out", str(tmp_path / "hf"),
+                     "--image_size", str(IMAGE_SIZE), "--num_pretraining_image_tokens", "3",
+                     "--vocab_file", str(tiny_vocab_file(tmp_path))])
+    loaded = AutoModelForPreTraining.from_pretrained(out).eval()
+    processor = AutoProcessor.from_pretrained(out)
+    for name, tensor in pretraining_model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert processor.image_processor.size["height"] == IMAGE_SIZE
+    assert processor.tokenizer.convert_tokens_to_ids("w150") == 150
+    card = (out / "README.md").read_text()
+    assert "convert_medvill_original_checkpoint.py" in card and "dd51e72" in card
+
+
+def test_cli_reads_the_classification_training_checkpoint(tmp_path):
+    """cls.py saves {"epoch", "state_dict", "optimizer", ...}; the converter takes the state dict from it
+    (here in torch's legacy, non-zip format, which cannot be memory-mapped)."""
+    path = tmp_path / "model_best.pt"
+    torch.save({"epoch": 3, "state_dict": classification_checkpoint(), "best_metric": 0.5}, path,
+               _use_new_zipfile_serialization=False)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(original_config()))
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps(["Atelectasis", "Cardiomegaly", "Edema", "No Finding", "Others"]))
+    out = conv.main(["--checkpoint", str(path), "--config", str(config), "--kind", "classification",
+                     "--out", str(tmp_path / "hf"), "--image_size", str(IMAGE_SIZE), "--label_names", str(labels),
+                     "--vocab_file", str(tiny_vocab_file(tmp_path)), "--no_card"])
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["id2label"]["1"] == "Cardiomegaly" and not (out / "README.md").exists()
+
+
+def test_missing_key_is_named():
+    state = pretraining_checkpoint()
+    del state["enc.encoder.layer.1.output.LayerNorm.bias"]
+    with pytest.raises(conv.MedViLLCheckpointError, match=r"missing keys \['enc\.encoder\.layer\.1\.output\.LayerNorm\.bias'\]"):
+        convert("pretraining", state)
+
+
+def test_unexpected_key_is_named():
+    state = pretraining_checkpoint()
+    state["enc.extra_projection.weight"] = torch.zeros(2)
+    with pytest.raises(conv.MedViLLCheckpointError, match=r"unexpected keys \['enc\.extra_projection\.weight'\]"):
+        convert("pretraining", state)
+
+
+def test_wrong_kind_is_diagnosed():
+    with pytest.raises(conv.MedViLLCheckpointError, match="look like a pretraining checkpoint"):
+        convert("retrieval", pretraining_checkpoint())
+    with pytest.raises(conv.MedViLLCheckpointError, match="look like a vqa checkpoint"):
+        convert("report_generation", fixture("vqa", "original_checkpoint.safetensors"))
+
+
+def test_shape_mismatch_is_named():
+    state = pretraining_checkpoint()
+    state["itm.linear.weight"] = torch.zeros(3, 32)
+    with pytest.raises(conv.MedViLLCheckpointError, match=r"itm\.linear\.weight: \(3, 32\) \(expected \(2, 32\)\)"):
+        convert("pretraining", state)
+
+
+def test_shared_duplicates_must_agree():
+    state = pretraining_checkpoint()
+    state["enc.img_embeddings.LayerNorm.bias"] = state["enc.img_embeddings.LayerNorm.bias"] + 1
+    with pytest.raises(conv.MedViLLCheckpointError, match=r"enc\.img_embeddings\.LayerNorm\.bias.*differ"):
+        convert("pretraining", state)
+
+
+def test_config_json_must_match_the_weights():
+    config = dict(original_config(), num_hidden_layers=3)
+    with pytest.raises(conv.MedViLLCheckpointError, match="num_hidden_layers=3 but the weights have 2"):
+        conv.convert_state_dict(pretraining_checkpoint(), "pretraining", config, image_size=IMAGE_SIZE)
+
+
+def test_a_decoder_that_differs_from_the_word_table_is_kept_untied():
+    state = fixture("report_generation", "original_checkpoint.safetensors")
+    decoder = state["cls.predictions.decoder.weight"] + 0.5
+    state["cls.predictions.decoder.weight"] = decoder
+    model = convert("report_generation", state)
+    assert not model.config.tie_word_embeddings
+    assert torch.equal(model.lm_head.decoder.weight, decoder)
+    assert torch.equal(model.medvill.embeddings.word_embeddings.weight, state["txt_embeddings.word_embeddings.weight"])
+
+
+def test_key_table_matches_the_recorded_original_key_lists(data_dir):
+    """original_keys/medvill_*_keys.txt: every key and shape of the default-size original classes."""
+    lists = data_dir.parent / "reference" / "original_keys"
+    if not lists.is_dir():
+        pytest.skip(f"{lists} not found")
+    base = conv.Geometry(**BASE_GEOMETRY, num_labels=458)
+    for kind, name in [("pretraining", "pretrain"), ("vqa", "vqa"), ("report_generation", "rg")]:
+        recorded = {}
+        for line in (lists / f"medvill_{name}_keys.txt").read_text().splitlines():
+            if line and not line.startswith("#"):
+                key, shape, _ = line.split("\t")
+                recorded[key] = tuple(json.loads(shape.replace("(", "[").replace(",)", "]").replace(")", "]")))
+        table = {e.original: e.shape for e in conv.original_key_table(kind, base) if e.role != "optional"}
+        assert table == recorded, kind
+
+
+@pytest.mark.real_data
+def test_processor_matches_the_original_preprocessing(data_dir):
+    """The processor the converter saves reproduces torchvision's Grayscale(3)/Resize/ToTensor/Normalize."""
+    from PIL import Image
+
+    io = fixture("preprocessing", "reference_pixels.safetensors")
+    images = json.loads((FIXTURES / "preprocessing" / "meta.json").read_text())["images"]
+    processor = MedViLLImageProcessor(size=512)
+    for name, relative in images.items():
+        pixels = processor(Image.open(data_dir / relative), return_tensors="pt")["pixel_values"][0]
+        for pipeline in ("vqa", "report_generation"):
+            key = f"{pipeline}.{name}"
+            if f"{key}.shape" not in io:
+                continue
+            assert list(pixels.shape) == io[f"{key}.shape"].tolist()
+            assert max_diff(pixels[0, 224:288, 200:264], io[f"{key}.crop_c0"]) <= 1e-6
+            assert max_diff(pixels[2, ::16, ::16], io[f"{key}.strided_c2"]) <= 1e-6
+            assert max_diff(pixels.double().sum(dim=(1, 2)), io[f"{key}.channel_sums"]) <= 1e-2
+
+
+FULL_SIZE_CHECKPOINT_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {conversion_dir!r})
+import convert_medvill_original_checkpoint as conv
+base = conv.Geometry(**{geometry!r}, num_labels=None)
+generator = torch.Generator().manual_seed(0)
+state = {{}}
+for entry in conv.original_key_table("pretraining", base):
+    if entry.role in ("shared", "tied"):
+        state[entry.original] = state[entry.source].clone()
+    elif entry.original.endswith("position_ids"):
+        state[entry.original] = torch.arange(entry.shape[-1])[None]
+    elif entry.dtype == torch.int64:
+        state[entry.original] = torch.tensor(7)
+    else:
+        state[entry.original] = torch.randn(entry.shape, generator=generator) * 0.02
+torch.save(state, {checkpoint!r})
+"""
+FULL_SIZE_CONVERSION_SCRIPT = """
+import resource, sys
+sys.path.insert(0, {conversion_dir!r})
+import convert_medvill_original_checkpoint as conv
+conv.main(["--checkpoint", {checkpoint!r}, "--kind", "pretraining", "--out", {out!r}])
+print("PEAK_RSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def run_python(script, **fields):
+    result = subprocess.run([sys.executable, "-c", script.format(conversion_dir=str(CONVERTER.parent), **fields)],
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_full_size_random_checkpoint_converts_within_memory(tmp_path):
+    """A BERT-base + ResNet-50 original-layout pre-training checkpoint (531 keys + position_ids, random
+    weights) converts end to end in a fresh process; its peak RSS is measured."""
+    checkpoint, out = tmp_path / "pytorch_model.bin", tmp_path / "hf"
+    run_python(FULL_SIZE_CHECKPOINT_SCRIPT, checkpoint=str(checkpoint), geometry=BASE_GEOMETRY)
+    stdout = run_python(FULL_SIZE_CONVERSION_SCRIPT, checkpoint=str(checkpoint), out=str(out))
+    peak_mb = float(stdout.split("PEAK_RSS_MB")[1].split()[0])
+    checkpoint_mb = checkpoint.stat().st_size / 2**20
+    print(f"full-size conversion: checkpoint {checkpoint_mb:.0f} MB, peak RSS {peak_mb:.0f} MB")
+    assert peak_mb < 2 * checkpoint_mb + 1024, f"peak RSS {peak_mb:.0f} MB for a {checkpoint_mb:.0f} MB checkpoint"
+    loaded = AutoModelForPreTraining.from_pretrained(out)
+    assert sum(p.numel() for p in loaded.parameters()) == 135_188_092
+    assert {"README.md", "config.json", "model.safetensors"} <= {path.name for path in out.iterdir()}
+    assert AutoProcessor.from_pretrained(out).image_processor.size["height"] == 512
