@@ -174,6 +174,16 @@ def test_report_generation_greedy_decoding_matches_original(report_generation_mo
     assert max_diff(torch.stack(out.logits, 1), io["ar_logits"]) <= TOLERANCE
 
 
+def test_released_teacher_forced_decoding_matches_original(report_generation_model):
+    """generation_decode.py feeds the reference report, not the prediction (originals.md §2.7)."""
+    io = fixture("report_generation")
+    with torch.no_grad():
+        tokens, logits = report_generation_model.generate_teacher_forced(pixel_values(), io["tf_reference_ids"])
+    assert torch.equal(tokens, io["tf_tokens"])
+    assert max_diff(logits[:, : io["tf_logits_head"].shape[1]], io["tf_logits_head"]) <= TOLERANCE
+    assert max_diff(logits.max(-1).values, io["tf_max_logits"]) <= TOLERANCE
+
+
 def test_retrieval_scores_match_original():
     io = fixture("retrieval")
     model = convert("retrieval", retrieval_checkpoint())

@@ -403,6 +403,7 @@ class MedViLLModel(MedViLLPreTrainedModel):
         image_token_indices: torch.LongTensor | None = None,
         attention_mask_type: str | None = None,
         use_s2s: torch.BoolTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
@@ -418,6 +419,8 @@ class MedViLLModel(MedViLLPreTrainedModel):
         image_token_indices: sorted grid cells to keep (pre-training samples `num_pretraining_image_tokens`).
         attention_mask_type: overrides `config.attention_mask_type` (heads pass their fine-tuning mask).
         use_s2s: (B,) booleans for `bi_s2s`; drawn with `config.s2s_probability` when not given.
+        position_ids: positions of the new text-stream tokens, replacing the layout's (only the released
+            teacher-forced decoder needs this, see `MedViLLForReportGeneration.generate_teacher_forced`).
         """
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
@@ -454,10 +457,10 @@ class MedViLLModel(MedViLLPreTrainedModel):
         if past_length == 0:
             self._check_text_stream(input_ids, attention_mask)
 
-        position_ids, token_type_ids = text_stream_layout(self.config, attention_mask)
-        text_embeddings = self.embeddings.embed_tokens(
-            input_ids, position_ids[:, -new_length:], token_type_ids[:, -new_length:]
-        )
+        layout_positions, token_type_ids = text_stream_layout(self.config, attention_mask)
+        if position_ids is None:
+            position_ids = layout_positions[:, -new_length:]
+        text_embeddings = self.embeddings.embed_tokens(input_ids, position_ids, token_type_ids[:, -new_length:])
         if past_length == 0:
             prefix = self.embeddings.embed_prefix(image_features, image_token_indices)
             hidden_states = torch.cat([prefix, text_embeddings], dim=1)
@@ -762,7 +765,7 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
 
     def _predict_next_token(
         self, input_ids, pixel_values, attention_mask, image_features, past_key_values, use_cache,
-        output_attentions, output_hidden_states,
+        output_attentions, output_hidden_states, position_ids=None,
     ):
         batch_size = input_ids.shape[0]
         mask_column = input_ids.new_full((batch_size, 1), self.config.mask_token_id)
@@ -775,6 +778,7 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
             attention_mask=attention_mask,
             image_features=image_features,
             attention_mask_type="s2s",
+            position_ids=position_ids,
             past_key_values=past_key_values,
             use_cache=use_cache,
             output_attentions=output_attentions,
@@ -794,6 +798,15 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
         model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
         model_inputs["next_token_prediction"] = True
         return model_inputs
+
+    @torch.no_grad()
+    def generate(self, *args, pixel_values=None, image_features=None, **kwargs):
+        """`GenerationMixin.generate`, with the ResNet run once per image up front: otherwise `generate` copies
+        `pixel_values` for every beam (or returned sequence) before the ResNet sees them, and re-runs the ResNet
+        at every step when `use_cache=False`."""
+        if pixel_values is not None and image_features is None:
+            image_features = self.medvill.get_image_features(pixel_values)
+        return super().generate(*args, image_features=image_features, **kwargs)
 
     @torch.no_grad()
     def generate_without_cache(self, pixel_values, input_ids=None, attention_mask=None, max_new_tokens=20):
@@ -822,6 +835,32 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
             if finished.all():
                 break
         return input_ids
+
+    @torch.no_grad()
+    def generate_teacher_forced(self, pixel_values, reference_ids, max_new_tokens=None):
+        """The released repository's decoding (`generation_decode.py`), only to reproduce its numbers; use
+        `generate()` for reports. Predictions are not fed back: step k feeds the reference token g_{k-1}
+        (then [PAD] once the reference ends, attended like a word) and a [MASK], at the fixed text positions 0
+        and 1 (its decoder ignores the position ids it is given). `reference_ids`: (B, R) report tokens
+        without the leading [SEP]. Returns the predicted tokens (B, steps) and their logits (B, steps, V)."""
+        batch_size = pixel_values.shape[0]
+        steps = max_new_tokens or reference_ids.shape[1]
+        reference_ids = F.pad(reference_ids, (0, max(0, steps - reference_ids.shape[1])), value=self.config.pad_token_id)
+        start = torch.full((batch_size, 1), self.config.sep_token_id, device=pixel_values.device)
+        cache = DynamicCache(config=self.config)
+        step = self(input_ids=start, pixel_values=pixel_values, past_key_values=cache, use_cache=True,
+                    next_token_prediction=True)
+        logits = [step.logits[:, -1]]
+        attention_mask = torch.ones_like(start)
+        fixed_positions = torch.tensor([[0, 1]], device=start.device).expand(batch_size, 2)
+        for index in range(1, steps):
+            fed = reference_ids[:, index - 1 : index]
+            attention_mask = torch.cat([attention_mask, torch.ones_like(fed)], dim=1)
+            step = self._predict_next_token(fed, None, attention_mask, None, step.past_key_values, True, None, None,
+                                            position_ids=fixed_positions)
+            logits.append(step.logits[:, -1])
+        logits = torch.stack(logits, dim=1)
+        return logits.argmax(-1), logits
 
 
 @dataclass
