@@ -361,6 +361,19 @@ class MedViLLPreTrainedModel(PreTrainedModel):
         elif isinstance(module, MedViLLPredictionHead):
             init.zeros_(module.bias)
 
+    def _encode_pair(self, input_ids, pixel_values, attention_mask, image_features, output_attentions,
+                     output_hidden_states):
+        """Bidirectional encoding of an (image, text) pair, the mask every understanding head fine-tunes with."""
+        return self.medvill(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            image_features=image_features,
+            attention_mask_type="bidirectional",
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+
     def post_init(self):
         super().post_init()
         if self.config.freeze_image_encoder:
@@ -615,8 +628,9 @@ def _visual_sep_hidden(outputs, attention_mask):
 
 
 @dataclass
-class MedViLLForVQAOutput(ModelOutput):
-    """probabilities: sigmoid of the logits (the head is trained with per-answer BCE on soft scores)."""
+class MedViLLClassifierOutput(ModelOutput):
+    """Answer (VQA) or diagnosis (classification) scores. probabilities: sigmoid of the logits, since both
+    heads train with per-label BCE (VQA on soft scores)."""
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
@@ -649,18 +663,12 @@ class MedViLLForVQA(MedViLLPreTrainedModel):
         output_hidden_states=None,
         return_dict=None,
         **kwargs,
-    ) -> MedViLLForVQAOutput:
+    ) -> MedViLLClassifierOutput:
         r"""
         labels: (B, num_answers) soft scores in [0, 1] (BCE as the original), or (B,) answer ids.
         """
-        outputs = self.medvill(
-            input_ids=input_ids,
-            pixel_values=pixel_values,
-            attention_mask=attention_mask,
-            image_features=image_features,
-            attention_mask_type="bidirectional",
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
+        outputs = self._encode_pair(
+            input_ids, pixel_values, attention_mask, image_features, output_attentions, output_hidden_states
         )
         features = outputs.last_hidden_state[:, 0]
         if self.config.vqa_pooling == "cls_sep_product":
@@ -671,7 +679,7 @@ class MedViLLForVQA(MedViLLPreTrainedModel):
             if labels.dim() == 1:
                 labels = F.one_hot(labels, self.config.num_labels)
             loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
-        return MedViLLForVQAOutput(
+        return MedViLLClassifierOutput(
             loss=loss,
             logits=logits,
             probabilities=torch.sigmoid(logits),
@@ -898,14 +906,8 @@ class MedViLLForRetrieval(MedViLLPreTrainedModel):
         r"""
         labels: (B,) 1 for a matching (image, report) pair, 0 otherwise.
         """
-        outputs = self.medvill(
-            input_ids=input_ids,
-            pixel_values=pixel_values,
-            attention_mask=attention_mask,
-            image_features=image_features,
-            attention_mask_type="bidirectional",
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
+        outputs = self._encode_pair(
+            input_ids, pixel_values, attention_mask, image_features, output_attentions, output_hidden_states
         )
         logits = self.itm_head(outputs.pooler_output)
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
@@ -954,15 +956,6 @@ class MedViLLForRetrieval(MedViLLPreTrainedModel):
         return scores, scores.argsort(descending=True)
 
 
-@dataclass
-class MedViLLForImageTextClassificationOutput(ModelOutput):
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    probabilities: torch.FloatTensor | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
-
-
 class MedViLLForImageTextClassification(MedViLLPreTrainedModel):
     """Multi-label diagnosis (the 14 CheXpert observations) from the pooled [CLS], BCE with optional pos_weight."""
 
@@ -983,18 +976,12 @@ class MedViLLForImageTextClassification(MedViLLPreTrainedModel):
         output_hidden_states=None,
         return_dict=None,
         **kwargs,
-    ) -> MedViLLForImageTextClassificationOutput:
+    ) -> MedViLLClassifierOutput:
         r"""
         labels: (B, num_labels) multi-hot targets.
         """
-        outputs = self.medvill(
-            input_ids=input_ids,
-            pixel_values=pixel_values,
-            attention_mask=attention_mask,
-            image_features=image_features,
-            attention_mask_type="bidirectional",
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
+        outputs = self._encode_pair(
+            input_ids, pixel_values, attention_mask, image_features, output_attentions, output_hidden_states
         )
         logits = self.classifier(outputs.pooler_output)
         loss = None
@@ -1003,7 +990,7 @@ class MedViLLForImageTextClassification(MedViLLPreTrainedModel):
             if pos_weight is not None:
                 pos_weight = torch.tensor(pos_weight, dtype=torch.float32, device=logits.device)
             loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=pos_weight)
-        return MedViLLForImageTextClassificationOutput(
+        return MedViLLClassifierOutput(
             loss=loss,
             logits=logits,
             probabilities=torch.sigmoid(logits),
