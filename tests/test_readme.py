@@ -1,6 +1,10 @@
-"""Every example in README.md runs: the Python snippets here, the main-job command in test_examples_*."""
+"""Every example in README.md runs: the Python snippets and the main-job command, exactly as written."""
 
+import json
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,3 +27,17 @@ def test_ci_runs_the_readme_test_command():
     (command,) = fenced_blocks("bash test")
     assert command.strip() == "python -m pytest -q"
     assert "bash test" in (README.parent / ".ci" / "run").read_text()
+
+
+def test_main_job_command_trains_and_reports_accuracy(tmp_path):
+    (setup_block,) = [block for block in fenced_blocks("bash") if "examples/run_vqa.py" in block]
+    (command,) = [line for line in setup_block.splitlines() if line.startswith("python examples/")]
+    argv = shlex.split(command)
+    argv[1] = str(README.parent / argv[1])
+    result = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output_dir = tmp_path / argv[argv.index("--output_dir") + 1]
+    metrics = json.loads((output_dir / "eval_results.json").read_text())
+    assert {"eval_closed_accuracy", "eval_open_accuracy", "eval_overall_accuracy"} <= metrics.keys()
+    assert "eval_overall_accuracy" in result.stdout + result.stderr
+    assert metrics["eval_overall_accuracy"] > 0.3  # 9 demo answers: chance is about 0.11

@@ -1,0 +1,43 @@
+"""Trainer pieces shared by the example scripts: arguments, model/processor/dataset selection, LoRA,
+frozen BatchNorm statistics, Trainer subclasses, and the train/evaluate/publish phases."""
+
+from .arguments import DataArguments, ModelArguments, parse_arguments
+from .batch_norm import freeze_batch_norm_statistics
+from .datasets import DATASETS, load_task_dataset, run_splits, text_column
+from .lora import LORA_TARGET_MODULES, LORA_TRAINED_HEADS, apply_lora, save_lora_result
+from .modeling import build_model, build_processor, load_config, parse_config_overrides
+from .publishing import card_results, publish, take_push_to_hub
+from .runner import (
+    build_trainable_model, run_phases, save_results, setup_logging, train_and_save, trainer_evaluator,
+)
+from .trainer import ImageToTextTrainer, MedVLPTrainer
+
+__all__ = [
+    "DATASETS",
+    "LORA_TARGET_MODULES",
+    "LORA_TRAINED_HEADS",
+    "DataArguments",
+    "ImageToTextTrainer",
+    "MedVLPTrainer",
+    "ModelArguments",
+    "apply_lora",
+    "build_model",
+    "build_processor",
+    "build_trainable_model",
+    "card_results",
+    "freeze_batch_norm_statistics",
+    "load_config",
+    "load_task_dataset",
+    "parse_arguments",
+    "parse_config_overrides",
+    "publish",
+    "run_phases",
+    "run_splits",
+    "save_lora_result",
+    "save_results",
+    "setup_logging",
+    "take_push_to_hub",
+    "text_column",
+    "train_and_save",
+    "trainer_evaluator",
+]

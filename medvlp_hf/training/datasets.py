@@ -1,0 +1,96 @@
+"""`--dataset NAME --data_dir DIR` -> the loader of medvlp_hf.data, and the train/eval/predict splits of a run."""
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .. import data
+
+VQA, REPORT_GENERATION, CLASSIFICATION, RETRIEVAL, PRETRAINING = (
+    "vqa", "report_generation", "classification", "retrieval", "pretraining",
+)
+DEMO_DEFAULT_SIZES = (512, 128)
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    load: Callable  # (DataArguments) -> DatasetDict
+    tasks: frozenset
+    needs_data_dir: bool = True
+
+
+def _load_demo(args):
+    num_test = max((n for n in (args.max_eval_samples, args.max_predict_samples) if n), default=DEMO_DEFAULT_SIZES[1])
+    return data.load_demo(num_train=args.max_train_samples or DEMO_DEFAULT_SIZES[0], num_test=num_test)
+
+
+_REPORT_TASKS = frozenset({REPORT_GENERATION, CLASSIFICATION, RETRIEVAL, PRETRAINING})
+DATASETS = {
+    "demo": DatasetEntry(_load_demo, frozenset({VQA}) | _REPORT_TASKS, needs_data_dir=False),
+    "vqa_rad": DatasetEntry(lambda args: data.load_vqa_rad(args.data_dir, organ=args.organ), frozenset({VQA})),
+    "slake": DatasetEntry(lambda args: data.load_slake(args.data_dir, language=args.language), frozenset({VQA})),
+    "pathvqa": DatasetEntry(lambda args: data.load_pathvqa(args.data_dir), frozenset({VQA})),
+    "mimic_cxr": DatasetEntry(lambda args: data.load_mimic_cxr(args.data_dir), _REPORT_TASKS),
+    "report_jsonl": DatasetEntry(lambda args: data.load_report_jsonl(args.data_dir), _REPORT_TASKS),
+    "iu_xray": DatasetEntry(lambda args: data.load_iu_xray(args.data_dir), frozenset({REPORT_GENERATION, PRETRAINING})),
+    "roco": DatasetEntry(lambda args: data.load_roco(args.data_dir), frozenset({PRETRAINING})),
+    "medicat": DatasetEntry(lambda args: data.load_medicat(args.data_dir), frozenset({PRETRAINING})),
+}
+
+
+def datasets_for(task):
+    return sorted(name for name, entry in DATASETS.items() if task in entry.tasks)
+
+
+def load_task_dataset(data_args, task):
+    """The DatasetDict of `--dataset` for `task`, with a clear error for unknown names and missing folders."""
+    entry = DATASETS.get(data_args.dataset)
+    if entry is None or task not in entry.tasks:
+        raise ValueError(f"--dataset {data_args.dataset!r} is not available for {task}; choose one of "
+                         f"{datasets_for(task)}.")
+    if entry.needs_data_dir and data_args.data_dir is None:
+        raise ValueError(f"--dataset {data_args.dataset} reads files: pass --data_dir with the dataset's folder.")
+    return entry.load(data_args)
+
+
+def text_column(dataset):
+    """The report-like text column: `report` (radiology reports) or `caption` (figure captions)."""
+    for name in ("report", "caption"):
+        if name in dataset.column_names:
+            return name
+    raise ValueError(f"the dataset has no report or caption column (columns: {dataset.column_names}).")
+
+
+def id_column(dataset):
+    """The column naming each example: `id` for report datasets, `qid` for the demo and VQA sets."""
+    for name in ("id", "qid"):
+        if name in dataset.column_names:
+            return name
+    raise ValueError(f"the dataset has no id or qid column (columns: {dataset.column_names}).")
+
+
+def eval_split_name(dataset_dict, data_args):
+    """--eval_split, else 'validation' when present, else 'test' (VQA-RAD has only train/test)."""
+    if data_args.eval_split is not None:
+        return data_args.eval_split
+    return "validation" if "validation" in dataset_dict else "test"
+
+
+def run_splits(dataset_dict, data_args, training_args):
+    """The (truncated) splits the requested phases need, as ({phase: dataset}, {phase: split name}) with
+    phases 'train', 'eval' and 'predict'."""
+    wanted = {
+        "train": (training_args.do_train, "train", data_args.max_train_samples),
+        "eval": (training_args.do_eval, eval_split_name(dataset_dict, data_args), data_args.max_eval_samples),
+        "predict": (training_args.do_predict, data_args.predict_split, data_args.max_predict_samples),
+    }
+    splits, names = {}, {}
+    for phase, (needed, split, limit) in wanted.items():
+        if not needed:
+            continue
+        if split not in dataset_dict:
+            raise ValueError(f"--dataset {data_args.dataset} has no {split!r} split for {phase} "
+                             f"(splits: {list(dataset_dict)}).")
+        dataset = dataset_dict[split]
+        splits[phase] = dataset.select(range(min(limit, len(dataset)))) if limit else dataset
+        names[phase] = split
+    return splits, names

@@ -1,0 +1,129 @@
+"""The phases every example script runs, in the style of transformers/examples/pytorch: logging setup,
+training with checkpoint resume, saving the model with its processor, evaluation that writes
+`<prefix>_results.json` and `<prefix>_predictions.jsonl`, and publishing with a model card (publishing.py)."""
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import datasets
+import transformers
+
+from .batch_norm import freeze_batch_norm_statistics
+from .lora import apply_lora, save_lora_result
+from .modeling import build_model
+from .publishing import card_results, publish
+
+logger = logging.getLogger("medvlp_hf.training")
+
+_RESUME_FROM_LAST = ("true", "last")
+
+
+def setup_logging(training_args):
+    """Log to stdout: info on the main process, warnings only on the others (TrainingArguments' log levels)."""
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    if training_args.should_log:
+        transformers.utils.logging.set_verbosity_info()
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+    logger.warning(
+        f"Process rank: {training_args.process_index} of {training_args.world_size}, device: {training_args.device}, "
+        f"bf16: {training_args.bf16}"
+    )
+
+
+def resume_checkpoint(training_args):
+    """--resume_from_checkpoint: a checkpoint folder, or 'true'/'last' for the newest one in output_dir."""
+    value = training_args.resume_from_checkpoint
+    if value is None:
+        return None
+    if value.lower() in _RESUME_FROM_LAST:
+        return True
+    if not os.path.isdir(value):
+        raise FileNotFoundError(f"--resume_from_checkpoint {value!r} is not a folder; pass a checkpoint-<step> folder "
+                                "or 'last' for the newest checkpoint in --output_dir.")
+    return value
+
+
+def build_trainable_model(model_args, model_class, config, initialize=None):
+    """The model to hand to Trainer: loaded or initialised, then `initialize(model)` (e.g. a new head's start
+    values), BatchNorm frozen when asked, and LoRA-wrapped with --lora."""
+    model = build_model(model_args, model_class, config)
+    if initialize is not None:
+        initialize(model)
+    if model_args.freeze_batch_norm:
+        freeze_batch_norm_statistics(model)
+    return apply_lora(model, model_args) if model_args.lora else model
+
+
+def train_and_save(trainer, processor, model_args, train_dataset):
+    """Train (resuming when asked), save the model (or LoRA adapter) with its processor, log train metrics."""
+    result = trainer.train(resume_from_checkpoint=resume_checkpoint(trainer.args))
+    if model_args.lora:
+        save_lora_result(trainer, processor, merge=model_args.merge_lora)
+    else:
+        trainer.save_model()
+    metrics = {**result.metrics, "train_samples": len(train_dataset)}
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    return metrics
+
+
+def trainer_evaluator(trainer, prediction_rows, metrics_for=None):
+    """evaluate(dataset, prefix) for `run_phases` through `trainer.predict`: the split is scored by
+    `metrics_for(dataset)` (compute_metrics needing the split's own columns) or the trainer's compute_metrics,
+    and `prediction_rows(output, dataset)` gives one predictions-file row per example."""
+
+    def evaluate(dataset, prefix):
+        if metrics_for is not None:
+            trainer.compute_metrics = metrics_for(dataset)
+        output = trainer.predict(dataset, metric_key_prefix=prefix)
+        rows = prediction_rows(output, dataset) if trainer.is_world_process_zero() else ()
+        return save_results(trainer, prefix, {**output.metrics, f"{prefix}_samples": len(dataset)}, rows)
+
+    return evaluate
+
+
+def save_results(trainer, prefix, metrics, rows):
+    """Log `metrics`, write `<prefix>_results.json` and `<prefix>_predictions.jsonl` (main process only)."""
+    trainer.log_metrics(prefix, metrics)
+    trainer.save_metrics(prefix, metrics)
+    if trainer.is_world_process_zero():
+        write_jsonl(Path(trainer.args.output_dir) / f"{prefix}_predictions.jsonl", rows)
+    return metrics
+
+
+def write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as file:
+        for row in rows:
+            file.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def run_phases(trainer, processor, model_args, data_args, splits, split_names, evaluate, card_metrics=(), push=False,
+               command=None):
+    """--do_train, --do_eval, --do_predict and --push_to_hub in that order; returns every metric.
+
+    evaluate(dataset, prefix) scores one split and saves `<prefix>_results.json` (see `trainer_evaluator`);
+    card_metrics names the evaluation metrics (without prefix) that go into the model card."""
+    metrics = {}
+    if "train" in splits:
+        metrics.update(train_and_save(trainer, processor, model_args, splits["train"]))
+    for phase in ("eval", "predict"):
+        if phase in splits:
+            metrics.update(evaluate(splits[phase], phase))
+    if push:
+        results = card_results(metrics, "eval", split_names["eval"], data_args.dataset, card_metrics) if "eval" in splits else []
+        publish(trainer, processor, model_args, data_args, results, command)
+    return metrics

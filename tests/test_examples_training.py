@@ -1,0 +1,148 @@
+"""Unit checks of the Trainer pieces the example scripts share (medvlp_hf.training)."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from medvlp_hf import MedViLLConfig, MedViLLForVQA
+from medvlp_hf.data import demo_answers, load_demo
+from medvlp_hf.training import (
+    DataArguments, ModelArguments, freeze_batch_norm_statistics, load_config, load_task_dataset, parse_arguments,
+    parse_config_overrides, run_splits,
+)
+from medvlp_hf.training.vqa import (
+    VQAArguments, answer_head_is_new, resolve_answers, set_answers, start_answer_logits_at_uniform_prior,
+)
+
+
+def test_config_overrides_take_the_type_of_the_field():
+    reference = MedViLLConfig.from_preset("tiny")
+    overrides = parse_config_overrides(
+        "hidden_dropout_prob=0,num_hidden_layers=3,freeze_image_encoder=true,attention_mask_type=s2s,"
+        "resnet_widths=[8,8,16,32],classification_pos_weight=[1.5,2]",
+        reference,
+    )
+    assert overrides == {
+        "hidden_dropout_prob": 0.0, "num_hidden_layers": 3, "freeze_image_encoder": True, "attention_mask_type": "s2s",
+        "resnet_widths": [8, 8, 16, 32], "classification_pos_weight": [1.5, 2],
+    }
+    assert type(overrides["hidden_dropout_prob"]) is float
+    with pytest.raises(ValueError, match="has no field 'hidden_dims'"):
+        parse_config_overrides("hidden_dims=3", reference)
+    with pytest.raises(ValueError, match="true or false"):
+        parse_config_overrides("freeze_image_encoder=maybe", reference)
+    with pytest.raises(ValueError, match="key=value"):
+        parse_config_overrides("hidden_size", reference)
+
+
+def test_scratch_presets_get_width_scaled_initialisation_unless_overridden():
+    assert load_config(ModelArguments(config="tiny")).initializer_range == pytest.approx(32**-0.5)
+    assert load_config(ModelArguments(config="small")).initializer_range == pytest.approx(256**-0.5)
+    assert load_config(ModelArguments(config="base")).initializer_range == 0.02
+    overridden = load_config(ModelArguments(config="tiny", config_overrides="initializer_range=0.02,image_size=96"))
+    assert overridden.initializer_range == 0.02 and overridden.image_size == 96
+    with pytest.raises(ValueError, match="num_pretraining_image_tokens"):  # the config's own validation runs
+        load_config(ModelArguments(config="small", config_overrides="image_size=64"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "Say which model to train"),
+        ({"model_name_or_path": "x", "config": "tiny"}, "cannot be combined"),
+        ({"config": "huge"}, "not a preset"),
+        ({"config": "tiny", "lora": True}, "adapts a trained checkpoint"),
+        ({"config": "tiny", "merge_lora": True}, "add --lora"),
+    ],
+)
+def test_model_arguments_name_the_problem(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ModelArguments(**kwargs)
+
+
+def test_lora_implies_frozen_batch_norm():
+    assert ModelArguments(model_name_or_path="x", lora=True).freeze_batch_norm
+
+
+def test_frozen_batch_norm_uses_and_keeps_running_statistics_in_train_mode():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+    model[1].running_mean.uniform_(-1, 1)
+    model[1].running_var.uniform_(0.5, 2)
+    before = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    images = torch.randn(2, 3, 8, 8)
+    expected = model.eval()(images)
+    assert freeze_batch_norm_statistics(model) == 1
+    model.train()
+    torch.testing.assert_close(model(images), expected, rtol=0, atol=0)
+    for name, buffer in model.named_buffers():
+        assert torch.equal(buffer, before[name]), name
+
+
+def test_parse_arguments_applies_script_defaults_and_reads_a_json_file(tmp_path):
+    model_args, data_args, training_args = parse_arguments(
+        (), ["--config", "tiny", "--output_dir", str(tmp_path)], learning_rate=5e-4, num_train_epochs=5
+    )
+    assert (model_args.config, data_args.dataset, training_args.learning_rate) == ("tiny", "demo", 5e-4)
+    assert training_args.num_train_epochs == 5 and not training_args.remove_unused_columns and training_args.use_cpu
+    path = tmp_path / "args.json"
+    path.write_text(json.dumps({"config": "tiny", "output_dir": str(tmp_path), "learning_rate": 1e-3}))
+    _, _, from_file = parse_arguments((), [str(path)], learning_rate=5e-4, num_train_epochs=5)
+    assert (from_file.learning_rate, from_file.num_train_epochs) == (1e-3, 5)
+    with pytest.raises(ValueError, match="remove_unused_columns"):
+        parse_arguments((), ["--config", "tiny", "--output_dir", str(tmp_path), "--remove_unused_columns", "true"])
+
+
+def test_dataset_selection_errors_name_the_choices_and_splits_follow_the_phases(tmp_path):
+    with pytest.raises(ValueError, match=r"not available for vqa; choose one of \['demo', 'pathvqa', 'slake', 'vqa_rad'\]"):
+        load_task_dataset(DataArguments(dataset="mimic_cxr"), "vqa")
+    with pytest.raises(ValueError, match="pass --data_dir"):
+        load_task_dataset(DataArguments(dataset="vqa_rad"), "vqa")
+
+    data_args = DataArguments(max_train_samples=5, max_eval_samples=3)
+    dataset_dict = load_task_dataset(data_args, "vqa")
+    assert (len(dataset_dict["train"]), len(dataset_dict["test"])) == (5, 3)
+    _, _, training_args = parse_arguments((), ["--config", "tiny", "--output_dir", str(tmp_path), "--do_train", "--do_eval"])
+    splits, names = run_splits(dataset_dict, data_args, training_args)
+    assert names == {"train": "train", "eval": "test"} and len(splits["eval"]) == 3
+    with pytest.raises(ValueError, match="no 'validation' split"):
+        run_splits(dataset_dict, DataArguments(eval_split="validation"), training_args)
+
+
+def test_answer_vocabulary_comes_from_the_right_source(tmp_path):
+    dataset_dict = load_demo(num_train=12, num_test=2)
+    scratch = ModelArguments(config="tiny")
+    config = MedViLLConfig.from_preset("tiny")
+    assert resolve_answers(config, scratch, DataArguments(), VQAArguments(), dataset_dict) == demo_answers()
+
+    listed = tmp_path / "answers.json"
+    listed.write_text(json.dumps(["yes", "no", 3]))
+    assert resolve_answers(config, scratch, DataArguments(), VQAArguments(answer_list=str(listed)), dataset_dict) == [
+        "yes", "no", "3",
+    ]
+    rad = tmp_path / "vqa_rad"
+    rad.mkdir()
+    (rad / "answer_all_list.json").write_text(json.dumps(["no", "yes", "axial"]))
+    rad_args = DataArguments(dataset="vqa_rad", data_dir=str(rad))
+    assert resolve_answers(config, scratch, rad_args, VQAArguments(), dataset_dict) == ["no", "yes", "axial"]
+    pathvqa = DataArguments(dataset="pathvqa", data_dir=str(tmp_path))
+    train_answers = dataset_dict["train"]["answer"]
+    frequent = resolve_answers(config, scratch, pathvqa, VQAArguments(min_answer_count=2), dataset_dict)
+    assert frequent and all(train_answers.count(answer) >= 2 for answer in frequent)
+
+    trained = MedViLLConfig.from_preset("tiny")
+    set_answers(trained, ["left", "right"])
+    checkpoint = ModelArguments(model_name_or_path="some/checkpoint")
+    assert resolve_answers(trained, checkpoint, rad_args, VQAArguments(), dataset_dict) == ["left", "right"]
+    assert not answer_head_is_new(checkpoint, trained, ["left", "right"])
+    assert answer_head_is_new(checkpoint, trained, ["no", "yes", "axial"])
+    assert answer_head_is_new(scratch, config, demo_answers())
+
+
+def test_new_answer_classifier_starts_at_the_uniform_prior():
+    config = MedViLLConfig.from_preset("tiny", num_labels=458)
+    model = MedViLLForVQA(config)
+    start_answer_logits_at_uniform_prior(model)
+    torch.testing.assert_close(torch.sigmoid(model.answer_classifier[2].bias), torch.full((458,), 1 / 458))
