@@ -1,0 +1,113 @@
+"""Shared pieces of the benchmark scripts: interleaved timing, tables, memory readings, worker processes.
+
+Timings on a shared CPU drift, so every script runs the cases it compares round-robin (A, B, A, B, ..)
+and reports each ratio as the median of the per-round ratios.
+"""
+
+import argparse
+import ctypes
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from medvlp_hf import MedViLLConfig
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--preset", default="base", choices=["base", "small", "tiny"], help="MedViLL size")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=2, help="timed rounds per case (after one warm-up)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    return parser
+
+
+def setup(args) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
+def build(model_class, args, **overrides):
+    """A randomly initialised model of `args.preset` size, seeded for reproducible weights."""
+    torch.manual_seed(args.seed)
+    return model_class(MedViLLConfig.from_preset(args.preset, **overrides))
+
+
+def time_rounds(cases: dict, repeats: int) -> dict:
+    """Seconds per round for each case, the cases interleaved round by round (warm up before calling)."""
+    times = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, run in cases.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def ratio(numerator: list, denominator: list) -> float:
+    """Median over rounds of numerator / denominator (both measured in the same round)."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator))
+
+
+def print_table(headers, rows) -> None:
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+    for row in [headers, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
+
+
+def seconds(values: list) -> str:
+    """`median (min..max)` of a list of timings."""
+    return f"{statistics.median(values):.3f} ({min(values):.3f}..{max(values):.3f})"
+
+
+def report_ratio(name: str, value: float, target: float | None = None, higher_is_better: bool = True) -> None:
+    verdict = ""
+    if target is not None:
+        met = value >= target if higher_is_better else value <= target
+        verdict = f"  (target {'>=' if higher_is_better else '<='} {target:g}: {'met' if met else 'MISSED'})"
+    print(f"{name}: {value:.2f}{verdict}")
+
+
+def describe_machine() -> None:
+    load = os.getloadavg()
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"with {torch.get_num_threads()} threads, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+
+
+def rss_mb(field: str = "VmRSS") -> float:
+    """Resident memory of this process from /proc (`VmHWM` = peak since the last `reset_peak_rss`)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status; the memory figures need Linux.")
+
+
+def release_free_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc `malloc_trim`) so RSS counts live memory only."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def reset_peak_rss() -> None:
+    """Restart the kernel's peak-RSS counter: the next `rss_mb("VmHWM")` is the peak from now on."""
+    release_free_heap()
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def peak_memory_mb(run) -> dict:
+    """Runs `run()` and returns the process's peak RSS during it and the peak above the RSS before it.
+    Call after a warm-up, so one-time buffers (kernels, gradients, optimizer state) are not counted."""
+    reset_peak_rss()
+    before = rss_mb()
+    run()
+    peak = rss_mb("VmHWM")
+    return {"peak_mb": peak, "added_mb": peak - before}

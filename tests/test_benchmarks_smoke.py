@@ -1,0 +1,49 @@
+"""Each benchmark script runs end to end at tiny size and prints its comparison lines. Only the printed
+ratios' presence and the correctness checks are asserted, never a speed: the machines are shared."""
+
+import re
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+TINY = ["--preset", "tiny", "--repeats", "1", "--threads", "1"]
+CASES = {
+    "bench_generation.py": (
+        ["--new-tokens", "6", "--batch-size", "3"],
+        ["cached / uncached speedup", "beam 3 / greedy time", "batch 3 / batch 1 per-sample throughput"],
+        ["identical tokens: True", "new tokens per run: {'uncached': 6, 'greedy': 6, 'beam': 6}",
+         "left-padded batch rows equal one-by-one decoding: True"],
+    ),
+    "bench_forward.py": (
+        ["--batch-size", "2", "--text-length", "11"],
+        ["sdpa / eager speed", "transformer FLOP rate (sdpa) / matmul rate"],
+        ["batch 2 x 16 joint tokens"],
+    ),
+    "bench_training.py": (
+        ["--batch-size", "2", "--question-length", "6"],
+        ["checkpointing / plain samples/s"],
+        ["activation memory cut by checkpointing: ", "gradient checkpointing  "],
+    ),
+}
+
+
+@pytest.mark.parametrize("script", CASES)
+def test_benchmark_prints_its_ratios(script, monkeypatch, capsys):
+    arguments, ratios, lines = CASES[script]
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.setattr(sys, "argv", [script, *TINY, *arguments])
+    threads = torch.get_num_threads()
+    try:
+        runpy.run_path(str(BENCHMARKS / script), run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)
+    output = capsys.readouterr().out
+    for name in ratios:
+        value = re.search(rf"^\s*{re.escape(name)}: ([0-9.]+)", output, re.MULTILINE)
+        assert value and float(value.group(1)) > 0, f"{name!r} missing from:\n{output}"
+    for line in lines:
+        assert line in output, f"{line!r} missing from:\n{output}"
