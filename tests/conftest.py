@@ -8,6 +8,8 @@ os.environ["HF_EVALUATE_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="medvlp-hf-home-"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# libgomp's default spin-waiting makes torch 3-7x slower on a shared 2-core machine; must precede torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pathlib import Path  # noqa: E402
 

@@ -86,7 +86,8 @@ def test_parse_arguments_applies_script_defaults_and_reads_a_json_file(tmp_path)
         (), ["--config", "tiny", "--output_dir", str(tmp_path)], learning_rate=5e-4, num_train_epochs=5
     )
     assert (model_args.config, data_args.dataset, training_args.learning_rate) == ("tiny", "demo", 5e-4)
-    assert training_args.num_train_epochs == 5 and not training_args.remove_unused_columns and training_args.use_cpu
+    assert training_args.num_train_epochs == 5 and not training_args.remove_unused_columns
+    assert training_args.use_cpu == (not torch.accelerator.is_available())
     path = tmp_path / "args.json"
     path.write_text(json.dumps({"config": "tiny", "output_dir": str(tmp_path), "learning_rate": 1e-3}))
     _, _, from_file = parse_arguments((), [str(path)], learning_rate=5e-4, num_train_epochs=5)

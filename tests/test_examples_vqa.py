@@ -1,8 +1,10 @@
 """examples/run_vqa.py end to end on a few synthetic demo rows with the tiny MedViLL preset."""
 
+import json
+
 import pytest
 import torch
-from transformers import AutoModelForVisualQuestionAnswering, AutoProcessor
+from transformers import AutoConfig, AutoModelForVisualQuestionAnswering, AutoProcessor
 
 from medvlp_hf.data import VQACollator, demo_answers, load_demo
 from tests.test_examples_common import (
@@ -110,3 +112,53 @@ def test_two_processes_train_and_evaluate_like_one_process_on_the_same_global_ba
     assert [row["qid"] for row in two_rows] == [row["qid"] for row in one_rows]
     assert [row["prediction"] for row in two_rows] == [row["prediction"] for row in one_rows]
     assert [row["probability"] for row in two_rows] == pytest.approx([row["probability"] for row in one_rows], abs=1e-6)
+
+
+@pytest.mark.real_data
+def test_vqa_rad_uses_the_mevf_answer_list_and_the_organ_filter(tmp_path, data_dir):
+    out = tmp_path / "vqa_rad"
+    run_example("vqa", out, "--dataset", "vqa_rad", "--data_dir", data_dir / "vqa_rad", "--organ", "CHEST",
+                "--do_train", "--do_eval", "--max_steps", "1", train=8, evaluate=8)
+    answers = json.loads((data_dir / "vqa_rad" / "answer_all_list.json").read_text())
+    config = AutoConfig.from_pretrained(out)
+    assert config.num_labels == len(answers) == 458
+    assert [config.id2label[i] for i in range(3)] == answers[:3]
+    chest = {row["qid"] for row in json.loads((data_dir / "vqa_rad" / "testset.json").read_text())
+             if row["image_organ"] == "CHEST"}
+    rows = read_jsonl(out / "eval_predictions.jsonl")
+    assert len(rows) == 8 and {row["qid"] for row in rows} <= chest
+    results = read_json(out / "eval_results.json")
+    assert results["eval_closed_count"] + results["eval_open_count"] == 8
+
+
+def write_slake(folder):
+    """A SLAKE-layout folder: English and Chinese questions about two images in each split."""
+    import PIL.Image
+
+    for index, shade in enumerate((40, 200)):
+        image_dir = folder / "imgs" / f"xmlab{index}"
+        image_dir.mkdir(parents=True)
+        PIL.Image.new("L", (48, 40), shade).save(image_dir / "source.jpg")
+    qid = 0
+    for split, file in (("train", "train.json"), ("validation", "validate.json"), ("test", "test.json")):
+        records = []
+        for index in range(6):
+            for language, question in (("en", "Is this image bright?"), ("zh", "这张图亮吗?")):
+                records.append({"img_id": index % 2, "img_name": f"xmlab{index % 2}/source.jpg", "question": question,
+                                "answer": ["No", "Yes"][index % 2] if index < 4 else "CT", "q_lang": language,
+                                "answer_type": "CLOSED" if index < 4 else "OPEN", "qid": qid, "location": "Abdomen",
+                                "modality": "CT", "base_type": "vqa", "content_type": "Color", "triple": []})
+                qid += 1
+        (folder / file).write_text(json.dumps(records), encoding="utf-8")
+
+
+def test_slake_trains_on_english_questions_with_the_training_answers_and_evaluates_on_validation(tmp_path):
+    write_slake(tmp_path / "slake")
+    out = tmp_path / "out"
+    run_example("vqa", out, "--dataset", "slake", "--data_dir", tmp_path / "slake", "--do_train", "--do_eval",
+                "--do_predict", "--max_steps", "1")
+    assert sorted(AutoConfig.from_pretrained(out).id2label.values()) == ["ct", "no", "yes"]
+    rows = read_jsonl(out / "eval_predictions.jsonl")
+    assert len(rows) == 6 and {row["question"] for row in rows} == {"Is this image bright?"}
+    assert [row["qid"] for row in rows] == list(range(12, 24, 2))  # the validation split, English only
+    assert read_json(out / "predict_results.json")["predict_samples"] == 6
