@@ -12,13 +12,13 @@ The ResNet is left out (random grid features are given): every figure is the tra
 
 import statistics
 
-import torch
 from bench_utils import (
     base_parser, build, describe_machine, peak_memory_mb, print_table, ratio, report_ratio, seconds, setup,
     time_rounds,
 )
-from torch.utils.flop_counter import FlopCounterMode
 
+import torch  # after bench_utils, which sets the OpenMP wait policy
+from torch.utils.flop_counter import FlopCounterMode
 from medvlp_hf import MedViLLModel
 
 IMPLEMENTATIONS = ("eager", "sdpa")

@@ -11,9 +11,11 @@ compare). Every time includes the ResNet, as a user calling `generate(pixel_valu
 
 import statistics
 
-import torch
-from bench_utils import base_parser, build, describe_machine, print_table, ratio, report_ratio, seconds, setup, time_rounds
+from bench_utils import (
+    base_parser, build, describe_machine, print_table, ratio, report_ratio, seconds, setup, time_rounds,
+)
 
+import torch  # after bench_utils, which sets the OpenMP wait policy
 from medvlp_hf import MedViLLForReportGeneration
 
 
@@ -142,7 +144,8 @@ def bench_batching(model, args, generator):
     for kind, label in (("single", "batch 1"), ("batch", f"batch {args.batch_size}")):
         first = statistics.median(per_sample[f"{kind}, 1 token"])
         step = (statistics.median(per_sample[kind]) - first) / max(steps, 1)
-        print(f"{label}: per sample {first:.3f} s to the first token (ResNet + prefill), then {1e3 * step:.1f} ms per token")
+        print(f"{label}, per sample: {first:.3f} s to the first token (ResNet + prefill), then {1e3 * step:.1f} ms "
+              "per token")
     matches = [
         outputs["batch", args.new_tokens][i, -len(single) :].tolist() == single.tolist()
         for i, single in zip(singles, outputs["single", args.new_tokens])

@@ -13,12 +13,12 @@ patches listed in shared/reference/originals.md §1, outside this project).
 
 import statistics
 
-import torch
 from bench_utils import (
     base_parser, build, describe_machine, peak_memory_mb, print_table, ratio, release_free_heap, report_ratio,
     rss_mb, seconds, setup, time_rounds,
 )
 
+import torch  # after bench_utils, which sets the OpenMP wait policy
 from medvlp_hf import MedViLLForVQA
 
 MODES = {"no checkpointing": False, "gradient checkpointing": True}

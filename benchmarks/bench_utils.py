@@ -1,17 +1,22 @@
-"""Shared pieces of the benchmark scripts: interleaved timing, tables, memory readings, worker processes.
+"""Shared pieces of the benchmark scripts: interleaved timing, tables, memory readings.
 
 Timings on a shared CPU drift, so every script runs the cases it compares round-robin (A, B, A, B, ..)
-and reports each ratio as the median of the per-round ratios.
+and reports each ratio as the median of the per-round ratios. Scripts import this module before torch:
+OpenMP threads must sleep rather than spin at barriers on a shared machine (as in tests and CI), and
+libgomp reads that policy only when torch first loads it.
 """
 
-import argparse
-import ctypes
 import os
-import platform
-import statistics
-import time
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import ctypes  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
 
 from medvlp_hf import MedViLLConfig
 
@@ -63,19 +68,19 @@ def seconds(values: list) -> str:
     return f"{statistics.median(values):.3f} ({min(values):.3f}..{max(values):.3f})"
 
 
-def report_ratio(name: str, value: float, target: float | None = None, higher_is_better: bool = True) -> None:
-    verdict = ""
-    if target is not None:
-        met = value >= target if higher_is_better else value <= target
-        verdict = f"  (target {'>=' if higher_is_better else '<='} {target:g}: {'met' if met else 'MISSED'})"
+def report_ratio(name: str, value: float, target: float | None = None) -> None:
+    """Prints `name: value`, and whether it reaches `target` (a lower bound) when one is given."""
+    verdict = "" if target is None else f"  (target >= {target:g}: {'met' if value >= target else 'MISSED'})"
     print(f"{name}: {value:.2f}{verdict}")
 
 
 def describe_machine() -> None:
-    load = os.getloadavg()
+    """One line on the conditions of the run; printed at its start and end (the load moves)."""
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"with {torch.get_num_threads()} threads, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+        f"with {torch.get_num_threads()} threads (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), "
+        f"load average {load}"
     )
 
 
@@ -89,7 +94,8 @@ def rss_mb(field: str = "VmRSS") -> float:
 
 
 def release_free_heap() -> None:
-    """Hand freed heap pages back to the OS (glibc `malloc_trim`) so RSS counts live memory only."""
+    """Hand freed heap pages back to the OS (glibc `malloc_trim`; nothing to do without glibc) so RSS counts
+    live memory only."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except OSError:

@@ -6,6 +6,7 @@ Importing the package registers every model with transformers' Auto classes.
 from .auto import AutoModelForRetrieval
 from .models.medvill import (
     MedViLLConfig,
+    MedViLLDecodingCache,
     MedViLLForImageTextClassification,
     MedViLLForPreTraining,
     MedViLLForReportGeneration,
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AutoModelForRetrieval",
     "MedViLLConfig",
+    "MedViLLDecodingCache",
     "MedViLLForImageTextClassification",
     "MedViLLForPreTraining",
     "MedViLLForReportGeneration",

@@ -18,6 +18,11 @@ CASES = {
         ["identical tokens: True", "new tokens per run: {'uncached': 6, 'greedy': 6, 'beam': 6}",
          "left-padded batch rows equal one-by-one decoding: True"],
     ),
+    "bench_decoding_step.py": (
+        ["--steps", "3", "--batch-sizes", "1", "2"],
+        ["batch 1 step speed, both fast paths / stock", "batch 2 step speed, both fast paths / stock"],
+        ["tokens identical in every variant: True"],
+    ),
     "bench_forward.py": (
         ["--batch-size", "2", "--text-length", "11"],
         ["sdpa / eager speed", "transformer FLOP rate (sdpa) / matmul rate"],

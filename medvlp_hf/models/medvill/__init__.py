@@ -3,6 +3,7 @@
 from .configuration_medvill import MedViLLConfig
 from .image_processing_medvill import MedViLLImageProcessor
 from .modeling_medvill import (
+    MedViLLDecodingCache,
     MedViLLForImageTextClassification,
     MedViLLForPreTraining,
     MedViLLForReportGeneration,
@@ -15,6 +16,7 @@ from .processing_medvill import MedViLLProcessor
 
 __all__ = [
     "MedViLLConfig",
+    "MedViLLDecodingCache",
     "MedViLLForImageTextClassification",
     "MedViLLForPreTraining",
     "MedViLLForReportGeneration",

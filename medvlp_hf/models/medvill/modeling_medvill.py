@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
@@ -162,6 +162,100 @@ def joint_attention_mask(
 # --------------------------------------------------------------------------------------------------
 
 
+class MedViLLLinear(nn.Linear):
+    """`nn.Linear` that multiplies 2-3 rows on CPU as `W @ x^T`.
+
+    A cached decoding step feeds exactly two rows per sample (the new token and the [MASK]). For so few rows,
+    MKL's `x @ W^T` kernel streams the weights at half the speed of `W @ x^T` (base model, 1 thread: 47 ms vs
+    27 ms for the 72 encoder weights), and a step is bound by reading the weights. Elsewhere it is `nn.Linear`.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        rows = input.numel() // self.in_features
+        if input.device.type != "cpu" or not 1 < rows <= 3:
+            return super().forward(input)
+        columns = input.reshape(rows, self.in_features).contiguous().T
+        if self.bias is None:
+            output = self.weight @ columns
+        else:
+            output = torch.addmm(self.bias[:, None], self.weight, columns)
+        return output.T.contiguous().view(*input.shape[:-1], self.out_features)
+
+
+class MedViLLDecodingCacheLayer(DynamicLayer):
+    """Keys/values kept in a buffer with spare room along the sequence.
+
+    `DynamicLayer` concatenates, copying the whole layer cache at every step (13% of a base batch-1 step on CPU,
+    40% at batch 16); here a step writes its tokens in place and `crop` (the [MASK] dropped after each step) only
+    shortens the visible length. `keys`/`values` are views of the first `length` positions.
+    """
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self.key_buffer = self.value_buffer = None
+        self.length = 0
+
+    def _set_buffers(self, key_buffer: torch.Tensor, value_buffer: torch.Tensor, length: int) -> None:
+        self.key_buffer, self.value_buffer, self.length = key_buffer, value_buffer, length
+        self.keys = key_buffer[:, :, :length]
+        self.values = value_buffer[:, :, :length]
+
+    def _grow(self, key_states: torch.Tensor, value_states: torch.Tensor, length: int) -> None:
+        capacity = length + max(128, length // 2)
+        buffers = []
+        for old, new in ((self.key_buffer, key_states), (self.value_buffer, value_states)):
+            buffer = new.new_empty(*new.shape[:2], capacity, new.shape[3])
+            if old is not None:
+                buffer[:, :, : self.length] = old[:, :, : self.length]
+            buffers.append(buffer)
+        self._set_buffers(*buffers, self.length)
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if self.key_buffer is None or end > self.key_buffer.shape[2]:
+            self._grow(key_states, value_states, end)
+        self.key_buffer[:, :, self.length : end] = key_states
+        self.value_buffer[:, :, self.length : end] = value_states
+        self._set_buffers(self.key_buffer, self.value_buffer, end)
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length if self.is_initialized else 0
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes the negative number of tokens to drop, got {tokens_to_remove}.")
+        if self.is_initialized and tokens_to_remove:
+            self._set_buffers(self.key_buffer, self.value_buffer, max(0, self.length + tokens_to_remove))
+
+    def _select_batch(self, select) -> None:
+        if self.get_seq_length() > 0:
+            self._set_buffers(select(self.key_buffer), select(self.value_buffer), self.length)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self._select_batch(lambda buffer: buffer.index_select(0, beam_idx.to(buffer.device)))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._select_batch(lambda buffer: buffer[indices])
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self._select_batch(lambda buffer: buffer.repeat_interleave(repeats, dim=0))
+
+    def reset(self) -> None:
+        super().reset()
+        self.key_buffer = self.value_buffer = None
+        self.length = 0
+
+
+class MedViLLDecodingCache(Cache):
+    """The cache `MedViLLForReportGeneration.generate` decodes with: one `MedViLLDecodingCacheLayer` per layer."""
+
+    def __init__(self):
+        super().__init__(layer_class_to_replicate=MedViLLDecodingCacheLayer)
+
+
 class MedViLLEmbeddings(nn.Module):
     """Word/position/segment embeddings shared by text, [CLS] and the projected image grid."""
 
@@ -209,10 +303,10 @@ class MedViLLSelfAttention(nn.Module):
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.scaling = self.head_dim**-0.5
         self.dropout = config.attention_probs_dropout_prob
-        self.query = nn.Linear(config.hidden_size, config.hidden_size)
-        self.key = nn.Linear(config.hidden_size, config.hidden_size)
-        self.value = nn.Linear(config.hidden_size, config.hidden_size)
-        self.output = nn.Linear(config.hidden_size, config.hidden_size)
+        self.query = MedViLLLinear(config.hidden_size, config.hidden_size)
+        self.key = MedViLLLinear(config.hidden_size, config.hidden_size)
+        self.value = MedViLLLinear(config.hidden_size, config.hidden_size)
+        self.output = MedViLLLinear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden_states, attention_mask, past_key_values=None, output_attentions=False):
         batch_size, length, _ = hidden_states.shape
@@ -251,9 +345,9 @@ class MedViLLLayer(GradientCheckpointingLayer):
         super().__init__()
         self.attention = MedViLLSelfAttention(config, layer_idx)
         self.attention_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate = MedViLLLinear(config.hidden_size, config.intermediate_size)
         self.activation = ACT2FN[config.hidden_act]
-        self.output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.output = MedViLLLinear(config.intermediate_size, config.hidden_size)
         self.output_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -297,7 +391,7 @@ class MedViLLHeadTransform(nn.Module):
 
     def __init__(self, config: MedViLLConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = MedViLLLinear(config.hidden_size, config.hidden_size)
         self.activation = ACT2FN[config.hidden_act]
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.head_layer_norm_eps)
 
@@ -405,7 +499,8 @@ class MedViLLModel(MedViLLPreTrainedModel):
                 f"(size={self.config.image_size})."
             )
         dtype = self.embeddings.image_projection.weight.dtype
-        return self.image_encoder(pixel_values.to(dtype))
+        # Channels-last activations let the convolutions skip layout reorders (1.1-1.25x for the ResNet-50 on CPU).
+        return self.image_encoder(pixel_values.to(dtype=dtype, memory_format=torch.channels_last))
 
     def forward(
         self,
@@ -444,7 +539,7 @@ class MedViLLModel(MedViLLPreTrainedModel):
         mask_type = attention_mask_type or self.config.attention_mask_type
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
         if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+            past_key_values = MedViLLDecodingCache()
 
         batch_size, new_length = input_ids.shape
         if past_length == 0:
@@ -809,11 +904,27 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
 
     @torch.no_grad()
     def generate(self, *args, pixel_values=None, image_features=None, **kwargs):
-        """`GenerationMixin.generate`, with the ResNet run once per image up front: otherwise `generate` copies
-        `pixel_values` for every beam (or returned sequence) before the ResNet sees them, and re-runs the ResNet
-        at every step when `use_cache=False`."""
+        """`GenerationMixin.generate`, with two changes that keep its results:
+        - the ResNet runs once per image up front: otherwise `generate` copies `pixel_values` for every beam (or
+          returned sequence) before the ResNet sees them, and re-runs the ResNet at every step when
+          `use_cache=False`;
+        - unless a cache (or `cache_implementation`) is asked for, it decodes with a `MedViLLDecodingCache`, which
+          appends in place instead of copying the whole cache at every step.
+        """
         if pixel_values is not None and image_features is None:
             image_features = self.medvill.get_image_features(pixel_values)
+        generation_config = kwargs.get("generation_config") or self.generation_config
+        use_cache = kwargs.get("use_cache", generation_config.use_cache)
+        cache_implementation = kwargs.get("cache_implementation", generation_config.cache_implementation)
+        cache = kwargs.get("past_key_values")
+        if cache_implementation not in (None, "dynamic") or not isinstance(cache, (type(None), DynamicCache, MedViLLDecodingCache)):
+            raise ValueError(
+                f"MedViLL decoding drops each step's [MASK] from the cache, which needs a cache that grows and crops; "
+                f"got cache_implementation={cache_implementation!r}, past_key_values={type(cache).__name__}. Leave "
+                "both unset (generate() then uses MedViLLDecodingCache), or pass a DynamicCache."
+            )
+        if use_cache is not False and cache is None and cache_implementation is None:
+            kwargs["past_key_values"] = MedViLLDecodingCache()
         return super().generate(*args, image_features=image_features, **kwargs)
 
     @torch.no_grad()
@@ -855,7 +966,7 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
         steps = max_new_tokens or reference_ids.shape[1]
         reference_ids = F.pad(reference_ids, (0, max(0, steps - reference_ids.shape[1])), value=self.config.pad_token_id)
         start = torch.full((batch_size, 1), self.config.sep_token_id, device=pixel_values.device)
-        cache = DynamicCache(config=self.config)
+        cache = MedViLLDecodingCache()
         step = self(input_ids=start, pixel_values=pixel_values, past_key_values=cache, use_cache=True,
                     next_token_prediction=True)
         logits = [step.logits[:, -1]]
