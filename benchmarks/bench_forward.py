@@ -1,10 +1,10 @@
 """MedViLL joint-transformer forward at the 512-token sequence (`[CLS]` + 256 image cells + 255 text-stream
 tokens at base size): eager against SDPA attention, the achieved GFLOP/s against this machine's fp32 matmul
-rate, and peak memory of one forward.
+rate, and peak memory of one forward. Then the ResNet on its own: contiguous against channels-last input.
 
 The matmul reference is the model's largest product (batch*length x hidden @ hidden x intermediate, the FFN)
 timed by `torch.mm` in every round next to the forwards, so load on the shared machine hits both alike.
-The ResNet is left out (random grid features are given): every figure is the transformer's.
+The transformer figures leave the ResNet out (random grid features are given).
 
     python benchmarks/bench_forward.py                  # base size, batch 4, s2s mask
     python benchmarks/bench_forward.py --preset tiny --text-length 11 --batch-size 2 --repeats 1
@@ -41,11 +41,43 @@ def joint_inputs(model, args):
     }
 
 
+def bench_image_encoder(model, args):
+    """The ResNet fed contiguous (NCHW) pixels, as a plain call does, against `get_image_features`, which hands
+    it channels-last pixels."""
+    size = model.config.image_size
+    pixel_values = torch.randn(args.image_batch_size, 3, size, size, generator=torch.Generator().manual_seed(args.seed))
+    outputs = {}
+
+    def encode(name):
+        def run():
+            if name == "contiguous":
+                outputs[name] = model.image_encoder(pixel_values)
+            else:
+                outputs[name] = model.get_image_features(pixel_values)
+
+        return run
+
+    cases = {name: encode(name) for name in ("contiguous", "channels-last")}
+    for run in cases.values():
+        run()
+    times = time_rounds(cases, args.repeats)
+    print(f"\n== ResNet: batch {args.image_batch_size} x {size}x{size}, {args.repeats} round(s) ==")
+    print_table(
+        ["input layout", "seconds median (min..max)", "s / image"],
+        [[name, seconds(t), f"{statistics.median(t) / args.image_batch_size:.3f}"] for name, t in times.items()],
+    )
+    reference = outputs["contiguous"]
+    difference = ((outputs["channels-last"] - reference).abs().max() / reference.abs().max()).item()
+    print(f"max |channels-last - contiguous| / max |features|: {difference:.1e}")
+    report_ratio("channels-last / contiguous ResNet speed", ratio(times["contiguous"], times["channels-last"]))
+
+
 def main():
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--text-length", type=int, default=255, help="text-stream tokens ([SEP] .. [SEP])")
     parser.add_argument("--mask-type", default="s2s", choices=["s2s", "bidirectional", "bar"])
+    parser.add_argument("--image-batch-size", type=int, default=2, help="images per ResNet call")
     args = parser.parse_args()
     setup(args)
 
@@ -113,6 +145,8 @@ def main():
     report_ratio("transformer FLOP rate (sdpa) / matmul rate", ratio(rates["sdpa"], rates["matmul"]), target=0.5)
     if memory["eager"]["added_mb"] > 0:
         report_ratio("sdpa / eager forward memory", memory["sdpa"]["added_mb"] / memory["eager"]["added_mb"])
+    with torch.no_grad():
+        bench_image_encoder(model, args)
     describe_machine()
 
 

@@ -25,7 +25,7 @@ CASES = {
     ),
     "bench_forward.py": (
         ["--batch-size", "2", "--text-length", "11"],
-        ["sdpa / eager speed", "transformer FLOP rate (sdpa) / matmul rate"],
+        ["sdpa / eager speed", "transformer FLOP rate (sdpa) / matmul rate", "channels-last / contiguous ResNet speed"],
         ["batch 2 x 16 joint tokens"],
     ),
     "bench_training.py": (

@@ -132,6 +132,24 @@ def test_pretraining_without_negatives_and_determinism(processor, examples):
     assert all(torch.equal(batch[key], again[key]) for key in batch)
 
 
+def test_dataloader_workers_draw_different_masks(processor, examples):
+    """Every worker holds a copy of the collator; copies of one generator would mask identically."""
+    collator = PreTrainingCollator(processor, seed=1)
+    rows = [examples[0]] * 4
+
+    def masks(num_workers):
+        loader = torch.utils.data.DataLoader(
+            [rows] * 4, batch_size=None, collate_fn=collator, num_workers=num_workers,
+            generator=torch.Generator().manual_seed(5),
+        )
+        return [batch["labels"] for batch in loader]
+
+    two_workers = masks(2)
+    assert not torch.equal(two_workers[0], two_workers[1]), "workers 0 and 1 drew the same masks"
+    assert all(torch.equal(a, b) for a, b in zip(two_workers, masks(2))), "a seeded DataLoader must repeat itself"
+    assert torch.equal(masks(0)[0], PreTrainingCollator(processor, seed=1)(rows)["labels"])
+
+
 def test_random_negatives_differ_from_the_query(demo, examples):
     sampler = RandomNegatives(demo)
     generator = torch.Generator().manual_seed(0)

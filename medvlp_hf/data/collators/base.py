@@ -7,8 +7,9 @@ truncation=True, max_length=int, return_tensors="pt", **processor_kwargs)` must 
 collators (`TrainingArguments(remove_unused_columns=False)`).
 
 All randomness comes from the collator's own `torch.Generator` seeded by `seed`, so a collator built
-with the same seed produces the same batches. DataLoader worker processes each get a copy of the
-collator (and of its generator state).
+with the same seed produces the same batches. In a DataLoader worker process the generator is seeded from
+`seed` and the worker's seed instead: every worker gets a copy of the collator, and copies of one generator
+would draw the same masks and negatives in every worker.
 """
 from __future__ import annotations
 
@@ -34,13 +35,24 @@ class ProcessorCollator:
         self.max_length = max_length
         self.image_column = image_column
         self.processor_kwargs = dict(processor_kwargs or {})
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self._generator = torch.Generator().manual_seed(seed)
+        self._worker_seed = None
         tokenizer = processor.tokenizer
         self.sep_token_id = tokenizer.sep_token_id
         self.pad_token_id = tokenizer.pad_token_id
         self.cls_token_id = tokenizer.cls_token_id
         self.mask_token_id = tokenizer.mask_token_id
         self.vocab_size = len(tokenizer)
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The collator's generator; inside a DataLoader worker, one seeded by (seed, worker seed)."""
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None and worker.seed != self._worker_seed:
+            self._worker_seed = worker.seed
+            self._generator = torch.Generator().manual_seed((self.seed * 1_000_003 + worker.seed) % 2**63)
+        return self._generator
 
     def images_of(self, examples: Sequence[Mapping]) -> list:
         return [to_pil_image(example[self.image_column]) for example in examples]

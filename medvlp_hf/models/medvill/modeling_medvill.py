@@ -165,9 +165,10 @@ def joint_attention_mask(
 class MedViLLLinear(nn.Linear):
     """`nn.Linear` that multiplies 2-3 rows on CPU as `W @ x^T`.
 
-    A cached decoding step feeds exactly two rows per sample (the new token and the [MASK]). For so few rows,
-    MKL's `x @ W^T` kernel streams the weights at half the speed of `W @ x^T` (base model, 1 thread: 47 ms vs
-    27 ms for the 72 encoder weights), and a step is bound by reading the weights. Elsewhere it is `nn.Linear`.
+    A cached decoding step feeds exactly two rows per sample (the new token and the [MASK]) and is bound by
+    reading the weights. For so few rows MKL's `x @ W^T` kernel streams them at about half the speed of
+    `W @ x^T`: a base batch-1 step is 1.4-1.5x faster this way (benchmarks/bench_decoding_step.py). Elsewhere
+    it is `nn.Linear`.
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -185,9 +186,10 @@ class MedViLLLinear(nn.Linear):
 class MedViLLDecodingCacheLayer(DynamicLayer):
     """Keys/values kept in a buffer with spare room along the sequence.
 
-    `DynamicLayer` concatenates, copying the whole layer cache at every step (13% of a base batch-1 step on CPU,
-    40% at batch 16); here a step writes its tokens in place and `crop` (the [MASK] dropped after each step) only
-    shortens the visible length. `keys`/`values` are views of the first `length` positions.
+    `DynamicLayer` concatenates, copying the whole layer cache at every step; here a step writes its tokens in
+    place and `crop` (the [MASK] dropped after each step) only shortens the visible length, which makes a base
+    step 1.1x faster at batch 1 and 1.24x at batch 16 on CPU (benchmarks/bench_decoding_step.py).
+    `keys`/`values` are views of the first `length` positions.
     """
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -499,7 +501,7 @@ class MedViLLModel(MedViLLPreTrainedModel):
                 f"(size={self.config.image_size})."
             )
         dtype = self.embeddings.image_projection.weight.dtype
-        # Channels-last activations let the convolutions skip layout reorders (1.1-1.25x for the ResNet-50 on CPU).
+        # Channels-last activations spare the convolutions their layout reorders (benchmarks/bench_forward.py).
         return self.image_encoder(pixel_values.to(dtype=dtype, memory_format=torch.channels_last))
 
     def forward(
