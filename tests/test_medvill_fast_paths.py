@@ -3,7 +3,7 @@
 import pytest
 import torch
 from torch import nn
-from transformers import DynamicCache
+from transformers import DynamicCache, StaticCache
 
 from medvlp_hf import MedViLLDecodingCache, MedViLLForReportGeneration
 from medvlp_hf.models.medvill.modeling_medvill import MedViLLLinear
@@ -77,8 +77,10 @@ def model():
 @pytest.mark.parametrize("options", [{"do_sample": False}, {"num_beams": 3, "do_sample": False}])
 def test_generate_decodes_with_the_in_place_cache_and_matches_dynamic_cache(model, options):
     pixel_values = pixel_batch(model.config, 2, torch.Generator().manual_seed(1)) * 3
-    kwargs = {"pixel_values": pixel_values, "max_new_tokens": 12, "return_dict_in_generate": True,
-              "output_scores": True, **options}
+    kwargs = {
+        "pixel_values": pixel_values, "max_new_tokens": 12, "return_dict_in_generate": True, "output_scores": True,
+        **options,
+    }
     default = model.generate(**kwargs)
     dynamic = model.generate(**kwargs, past_key_values=DynamicCache(config=model.config))
     assert isinstance(default.past_key_values, MedViLLDecodingCache)
@@ -89,5 +91,8 @@ def test_generate_decodes_with_the_in_place_cache_and_matches_dynamic_cache(mode
 
 def test_a_cache_that_cannot_drop_the_mask_is_refused(model):
     pixel_values = pixel_batch(model.config, 1, torch.Generator().manual_seed(1))
-    with pytest.raises(ValueError, match="cache_implementation"):
+    with pytest.raises(ValueError, match="cache_implementation='static'"):
         model.generate(pixel_values=pixel_values, max_new_tokens=3, cache_implementation="static")
+    with pytest.raises(ValueError, match="past_key_values=StaticCache"):
+        model.generate(pixel_values=pixel_values, max_new_tokens=3,
+                       past_key_values=StaticCache(config=model.config, max_cache_len=32))

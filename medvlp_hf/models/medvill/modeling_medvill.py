@@ -919,11 +919,12 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
         use_cache = kwargs.get("use_cache", generation_config.use_cache)
         cache_implementation = kwargs.get("cache_implementation", generation_config.cache_implementation)
         cache = kwargs.get("past_key_values")
-        if cache_implementation not in (None, "dynamic") or not isinstance(cache, (type(None), DynamicCache, MedViLLDecodingCache)):
+        growable = cache is None or isinstance(cache, (DynamicCache, MedViLLDecodingCache))
+        if cache_implementation not in (None, "dynamic") or not growable:
             raise ValueError(
-                f"MedViLL decoding drops each step's [MASK] from the cache, which needs a cache that grows and crops; "
-                f"got cache_implementation={cache_implementation!r}, past_key_values={type(cache).__name__}. Leave "
-                "both unset (generate() then uses MedViLLDecodingCache), or pass a DynamicCache."
+                "MedViLL decoding drops each step's [MASK] from the cache, which needs a cache that grows and "
+                f"crops; got cache_implementation={cache_implementation!r}, past_key_values={type(cache).__name__}. "
+                "Leave both unset (generate() then uses MedViLLDecodingCache), or pass a DynamicCache."
             )
         if use_cache is not False and cache is None and cache_implementation is None:
             kwargs["past_key_values"] = MedViLLDecodingCache()
