@@ -189,52 +189,52 @@ class MedViLLDecodingCacheLayer(DynamicLayer):
     `DynamicLayer` concatenates, copying the whole layer cache at every step; here a step writes its tokens in
     place and `crop` (the [MASK] dropped after each step) only shortens the visible length, which makes a base
     step 1.1x faster at batch 1 and 1.24x at batch 16 on CPU (benchmarks/bench_decoding_step.py).
-    `keys`/`values` are views of the first `length` positions.
+    `keys`/`values` are views of the filled start of the buffers.
     """
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
         self.key_buffer = self.value_buffer = None
-        self.length = 0
 
     def _set_buffers(self, key_buffer: torch.Tensor, value_buffer: torch.Tensor, length: int) -> None:
-        self.key_buffer, self.value_buffer, self.length = key_buffer, value_buffer, length
+        self.key_buffer, self.value_buffer = key_buffer, value_buffer
         self.keys = key_buffer[:, :, :length]
         self.values = value_buffer[:, :, :length]
 
     def _grow(self, key_states: torch.Tensor, value_states: torch.Tensor, length: int) -> None:
+        kept = self.get_seq_length()
         capacity = length + max(128, length // 2)
         buffers = []
-        for old, new in ((self.key_buffer, key_states), (self.value_buffer, value_states)):
+        for old, new in ((self.keys, key_states), (self.values, value_states)):
             buffer = new.new_empty(*new.shape[:2], capacity, new.shape[3])
-            if old is not None:
-                buffer[:, :, : self.length] = old[:, :, : self.length]
+            if kept:
+                buffer[:, :, :kept] = old
             buffers.append(buffer)
-        self._set_buffers(*buffers, self.length)
+        self._set_buffers(*buffers, kept)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        end = self.length + key_states.shape[-2]
+        start = self.get_seq_length()
+        end = start + key_states.shape[-2]
         if self.key_buffer is None or end > self.key_buffer.shape[2]:
             self._grow(key_states, value_states, end)
-        self.key_buffer[:, :, self.length : end] = key_states
-        self.value_buffer[:, :, self.length : end] = value_states
+        self.key_buffer[:, :, start:end] = key_states
+        self.value_buffer[:, :, start:end] = value_states
         self._set_buffers(self.key_buffer, self.value_buffer, end)
         return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.length if self.is_initialized else 0
 
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove > 0:
             raise ValueError(f"crop takes the negative number of tokens to drop, got {tokens_to_remove}.")
         if self.is_initialized and tokens_to_remove:
-            self._set_buffers(self.key_buffer, self.value_buffer, max(0, self.length + tokens_to_remove))
+            length = max(0, self.get_seq_length() + tokens_to_remove)
+            self._set_buffers(self.key_buffer, self.value_buffer, length)
 
     def _select_batch(self, select) -> None:
-        if self.get_seq_length() > 0:
-            self._set_buffers(select(self.key_buffer), select(self.value_buffer), self.length)
+        length = self.get_seq_length()
+        if length > 0:
+            self._set_buffers(select(self.key_buffer), select(self.value_buffer), length)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         self._select_batch(lambda buffer: buffer.index_select(0, beam_idx.to(buffer.device)))
@@ -248,7 +248,6 @@ class MedViLLDecodingCacheLayer(DynamicLayer):
     def reset(self) -> None:
         super().reset()
         self.key_buffer = self.value_buffer = None
-        self.length = 0
 
 
 class MedViLLDecodingCache(Cache):
