@@ -14,7 +14,9 @@ import contextlib
 import statistics
 import time
 
-from bench_utils import base_parser, build, describe_machine, print_table, ratio, report_ratio, seconds, setup
+from bench_utils import (
+    base_parser, build, describe_machine, never_end_report, print_table, ratio, report_ratio, seconds, setup,
+)
 
 import torch  # after bench_utils, which sets the OpenMP wait policy
 from torch import nn
@@ -87,8 +89,7 @@ def main():
     args = parser.parse_args()
     setup(args)
     model = build(MedViLLForReportGeneration, args).eval()
-    with torch.no_grad():
-        model.lm_head.bias[model.config.sep_token_id] = -1e4
+    never_end_report(model)
     generator = torch.Generator().manual_seed(args.seed)
     describe_machine()
     print(f"MedViLLForReportGeneration preset={args.preset} ({model.num_parameters() / 1e6:.1f}M parameters)")

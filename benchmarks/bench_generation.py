@@ -12,17 +12,12 @@ compare). Every time includes the ResNet, as a user calling `generate(pixel_valu
 import statistics
 
 from bench_utils import (
-    base_parser, build, describe_machine, print_table, ratio, report_ratio, seconds, setup, time_rounds,
+    base_parser, build, describe_machine, never_end_report, print_table, ratio, report_ratio, seconds, setup,
+    time_rounds,
 )
 
 import torch  # after bench_utils, which sets the OpenMP wait policy
 from medvlp_hf import MedViLLForReportGeneration
-
-
-def never_end_report(model) -> None:
-    """Make [SEP] (the end-of-report token) unreachable so both decoders run the full length."""
-    with torch.no_grad():
-        model.lm_head.bias[model.config.sep_token_id] = -1e4
 
 
 def left_padded_prompts(config, batch_size, generator):

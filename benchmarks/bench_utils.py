@@ -41,6 +41,12 @@ def build(model_class, args, **overrides):
     return model_class(MedViLLConfig.from_preset(args.preset, **overrides))
 
 
+def never_end_report(model) -> None:
+    """Make [SEP] (the end-of-report token) unreachable so every decoder runs the full length."""
+    with torch.no_grad():
+        model.lm_head.bias[model.config.sep_token_id] = -1e4
+
+
 def time_rounds(cases: dict, repeats: int) -> dict:
     """Seconds per round for each case, the cases interleaved round by round (warm up before calling)."""
     times = {name: [] for name in cases}
