@@ -44,7 +44,7 @@ def decode(model, image_features, fast_cache: bool, steps: int):
     cache = MedViLLDecodingCache() if fast_cache else DynamicCache(config=model.config)
     input_ids = torch.full((batch_size, 1), model.config.sep_token_id)
     attention_mask = torch.ones_like(input_ids)
-    output = model(input_ids=input_ids, image_features=image_features, past_key_values=cache, use_cache=True,
+    output = model(input_ids=input_ids, image_features=image_features, cache=cache, use_cache=True,
                    next_token_prediction=True)
     tokens = []
     start = time.perf_counter()
@@ -52,7 +52,7 @@ def decode(model, image_features, fast_cache: bool, steps: int):
         next_tokens = output.logits[:, -1].argmax(-1, keepdim=True)
         tokens.append(next_tokens)
         attention_mask = torch.cat([attention_mask, torch.ones_like(next_tokens)], dim=1)
-        output = model(input_ids=next_tokens, attention_mask=attention_mask, past_key_values=output.past_key_values,
+        output = model(input_ids=next_tokens, attention_mask=attention_mask, cache=cache,
                        use_cache=True, next_token_prediction=True)
     return time.perf_counter() - start, torch.cat(tokens, dim=1)
 

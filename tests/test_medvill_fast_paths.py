@@ -93,6 +93,6 @@ def test_a_cache_that_cannot_drop_the_mask_is_refused(model):
     pixel_values = pixel_batch(model.config, 1, torch.Generator().manual_seed(1))
     with pytest.raises(ValueError, match="cache_implementation='static'"):
         model.generate(pixel_values=pixel_values, max_new_tokens=3, cache_implementation="static")
-    with pytest.raises(ValueError, match="past_key_values=StaticCache"):
+    with pytest.raises(ValueError, match="cache=StaticCache"):
         model.generate(pixel_values=pixel_values, max_new_tokens=3,
                        past_key_values=StaticCache(config=model.config, max_cache_len=32))

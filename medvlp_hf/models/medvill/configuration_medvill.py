@@ -66,6 +66,7 @@ class MedViLLConfig(PretrainedConfig):
     """
 
     model_type = "medvill"
+    keys_to_ignore_at_inference = ["past_key_values", "cache"]
 
     def __init__(
         self,

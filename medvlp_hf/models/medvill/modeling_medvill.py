@@ -6,6 +6,7 @@ visual [SEP] closing the image block. Keeping that [SEP] in the text stream make
 `bos_token_id` for `generate()` and lets left padding work: image keys/values live in the cache.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -16,12 +17,33 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_medvill import MedViLLConfig
 
 IGNORE_INDEX = -100
+
+
+def kv_cache_name() -> str:
+    """The name transformers gives the KV cache, both as the output field and as the keyword `generate()` passes
+    to `forward`: `past_key_values` up to 5.23, `cache` from 5.24. Read off transformers' own
+    `CausalLMOutputWithPast`, so outputs that inherit its field and code that uses this name follow a rename
+    without version checks."""
+    fields = {field.name for field in dataclasses.fields(CausalLMOutputWithPast)}
+    (name,) = fields - {"loss", "logits", "hidden_states", "attentions"}
+    return name
+
+
+KV_CACHE = kv_cache_name()
+
+
+def resolve_kv_cache(cache, past_key_values):
+    """The cache a caller passed as `cache` (transformers >= 5.24) or `past_key_values` (the older name)."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("got two different caches, `cache` and `past_key_values`; pass one (they are the same argument).")
+    return cache if cache is not None else past_key_values
 
 
 # --------------------------------------------------------------------------------------------------
@@ -309,14 +331,14 @@ class MedViLLSelfAttention(nn.Module):
         self.value = MedViLLLinear(config.hidden_size, config.hidden_size)
         self.output = MedViLLLinear(config.hidden_size, config.hidden_size)
 
-    def forward(self, hidden_states, attention_mask, past_key_values=None, output_attentions=False):
+    def forward(self, hidden_states, attention_mask, kv_cache=None, output_attentions=False):
         batch_size, length, _ = hidden_states.shape
         shape = (batch_size, length, self.num_heads, self.head_dim)
         query = self.query(hidden_states).view(shape).transpose(1, 2)
         key = self.key(hidden_states).view(shape).transpose(1, 2)
         value = self.value(hidden_states).view(shape).transpose(1, 2)
-        if past_key_values is not None:
-            key, value = past_key_values.update(key, value, self.layer_idx)
+        if kv_cache is not None:
+            key, value = kv_cache.update(key, value, self.layer_idx)
         implementation = "eager" if output_attentions else self.config._attn_implementation
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, _eager_attention)
         context, weights = attention(
@@ -352,8 +374,8 @@ class MedViLLLayer(GradientCheckpointingLayer):
         self.output_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states, attention_mask, past_key_values=None, output_attentions=False):
-        attended, weights = self.attention(hidden_states, attention_mask, past_key_values, output_attentions)
+    def forward(self, hidden_states, attention_mask, kv_cache=None, output_attentions=False):
+        attended, weights = self.attention(hidden_states, attention_mask, kv_cache, output_attentions)
         hidden_states = self.attention_layer_norm(hidden_states + self.dropout(attended))
         feed_forward = self.output(self.activation(self.intermediate(hidden_states)))
         return self.output_layer_norm(hidden_states + self.dropout(feed_forward)), weights
@@ -364,12 +386,12 @@ class MedViLLEncoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList([MedViLLLayer(config, i) for i in range(config.num_hidden_layers)])
 
-    def forward(self, hidden_states, attention_mask, past_key_values=None, output_attentions=False, output_hidden_states=False):
+    def forward(self, hidden_states, attention_mask, kv_cache=None, output_attentions=False, output_hidden_states=False):
         all_hidden = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.layers:
             hidden_states, weights = layer(
-                hidden_states, attention_mask, past_key_values=past_key_values, output_attentions=output_attentions
+                hidden_states, attention_mask, kv_cache=kv_cache, output_attentions=output_attentions
             )
             if output_hidden_states:
                 all_hidden += (hidden_states,)
@@ -419,20 +441,18 @@ class MedViLLPredictionHead(nn.Module):
 
 
 @dataclass
-class MedViLLModelOutput(ModelOutput):
+class MedViLLModelOutput(BaseModelOutputWithPast):
     """
     last_hidden_state: joint sequence `[CLS] v_1..v_N | text stream` (only the new positions when a cache
         already holds earlier ones).
+    The KV cache is the inherited field, named as this transformers version names it (`KV_CACHE`: `cache` from
+        5.24, `past_key_values` before; `output.past_key_values` works on both).
     pooler_output: tanh(dense(h_CLS)) (None on cached steps, where [CLS] is not recomputed).
     prefix_length: 1 + number of image tokens; `last_hidden_state[:, prefix_length:]` is the text stream.
     image_token_indices: the grid cells that were used (sorted).
     """
 
-    last_hidden_state: torch.FloatTensor | None = None
     pooler_output: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
     prefix_length: int | None = None
     image_token_indices: torch.LongTensor | None = None
 
@@ -447,6 +467,7 @@ class MedViLLPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_attention_backend = True
     _no_split_modules = ["MedViLLLayer", "MedViLLBottleneck"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
     accepts_loss_kwargs = False
 
     def _init_weights(self, module):
@@ -513,6 +534,7 @@ class MedViLLModel(MedViLLPreTrainedModel):
         attention_mask_type: str | None = None,
         use_s2s: torch.BoolTensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
         past_key_values: Cache | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
@@ -530,7 +552,9 @@ class MedViLLModel(MedViLLPreTrainedModel):
         use_s2s: (B,) booleans for `bi_s2s`; drawn with `config.s2s_probability` when not given.
         position_ids: positions of the new text-stream tokens, replacing the layout's (only the released
             teacher-forced decoder needs this, see `MedViLLForReportGeneration.generate_teacher_forced`).
+        cache / past_key_values: the KV cache (one argument under its transformers >= 5.24 and older names).
         """
+        cache = resolve_kv_cache(cache, past_key_values)
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -538,9 +562,9 @@ class MedViLLModel(MedViLLPreTrainedModel):
         if input_ids is None:
             raise ValueError("MedViLL needs `input_ids` (the text stream starting with [SEP]); use MedViLLProcessor.")
         mask_type = attention_mask_type or self.config.attention_mask_type
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
-        if use_cache and past_key_values is None:
-            past_key_values = MedViLLDecodingCache()
+        past_length = cache.get_seq_length() if cache is not None else 0
+        if use_cache and cache is None:
+            cache = MedViLLDecodingCache()
 
         batch_size, new_length = input_ids.shape
         if past_length == 0:
@@ -589,17 +613,18 @@ class MedViLLModel(MedViLLPreTrainedModel):
         additive_mask = torch.zeros(allowed.shape, dtype=hidden_states.dtype, device=allowed.device)
         additive_mask = additive_mask.masked_fill(~allowed, torch.finfo(hidden_states.dtype).min)[:, None]
 
+        kv_cache = cache if use_cache or past_length else None
         sequence_output, all_hidden, all_attentions = self.encoder(
             hidden_states,
             additive_mask,
-            past_key_values=past_key_values if use_cache or past_length else None,
+            kv_cache=kv_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
         return MedViLLModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=self.pooler(sequence_output) if past_length == 0 else None,
-            past_key_values=past_key_values if use_cache or past_length else None,
+            **{KV_CACHE: kv_cache},
             hidden_states=all_hidden,
             attentions=all_attentions,
             prefix_length=prefix_length,
@@ -785,14 +810,9 @@ class MedViLLForVQA(MedViLLPreTrainedModel):
 
 
 @dataclass
-class MedViLLForReportGenerationOutput(ModelOutput):
-    """logits: (B, L, V) per text-stream position in training; (B, 1, V) next-token logits when decoding."""
-
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
+class MedViLLForReportGenerationOutput(CausalLMOutputWithPast):
+    """logits: (B, L, V) per text-stream position in training; (B, 1, V) next-token logits when decoding. The KV
+    cache is the inherited field (see `MedViLLModelOutput`)."""
 
 
 class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
@@ -825,6 +845,7 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
         attention_mask=None,
         labels=None,
         image_features=None,
+        cache=None,
         past_key_values=None,
         use_cache=None,
         next_token_prediction=False,
@@ -839,10 +860,12 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
         next_token_prediction: append a [MASK] and return only its logits (decoding; set by `generate`).
         num_items_in_batch: number of target tokens in the whole (accumulated, all-process) batch, given by
             Trainer so the loss is a true token mean under gradient accumulation and DDP.
+        cache / past_key_values: the KV cache (one argument under its transformers >= 5.24 and older names).
         """
         if next_token_prediction:
             return self._predict_next_token(
-                input_ids, pixel_values, attention_mask, image_features, past_key_values, use_cache,
+                input_ids, pixel_values, attention_mask, image_features, resolve_kv_cache(cache, past_key_values),
+                use_cache,
                 output_attentions, output_hidden_states,
             )
         outputs = self.medvill(
@@ -868,7 +891,7 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
         )
 
     def _predict_next_token(
-        self, input_ids, pixel_values, attention_mask, image_features, past_key_values, use_cache,
+        self, input_ids, pixel_values, attention_mask, image_features, cache, use_cache,
         output_attentions, output_hidden_states, position_ids=None,
     ):
         batch_size = input_ids.shape[0]
@@ -883,17 +906,17 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
             image_features=image_features,
             attention_mask_type="s2s",
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        cache = outputs.past_key_values
+        cache = outputs.get(KV_CACHE)
         if cache is not None:
             cache.crop(-1)
         return MedViLLForReportGenerationOutput(
             logits=self.lm_head(outputs.last_hidden_state[:, -1:]),
-            past_key_values=cache,
+            **{KV_CACHE: cache},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
@@ -917,16 +940,18 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
         generation_config = kwargs.get("generation_config") or self.generation_config
         use_cache = kwargs.get("use_cache", generation_config.use_cache)
         cache_implementation = kwargs.get("cache_implementation", generation_config.cache_implementation)
-        cache = kwargs.get("past_key_values")
+        cache = resolve_kv_cache(kwargs.pop("cache", None), kwargs.pop("past_key_values", None))
         growable = cache is None or isinstance(cache, (DynamicCache, MedViLLDecodingCache))
         if cache_implementation not in (None, "dynamic") or not growable:
             raise ValueError(
                 "MedViLL decoding drops each step's [MASK] from the cache, which needs a cache that grows and "
-                f"crops; got cache_implementation={cache_implementation!r}, past_key_values={type(cache).__name__}. "
+                f"crops; got cache_implementation={cache_implementation!r}, cache={type(cache).__name__}. "
                 "Leave both unset (generate() then uses MedViLLDecodingCache), or pass a DynamicCache."
             )
         if use_cache is not False and cache is None and cache_implementation is None:
-            kwargs["past_key_values"] = MedViLLDecodingCache()
+            cache = MedViLLDecodingCache()
+        if cache is not None:
+            kwargs[KV_CACHE] = cache
         return super().generate(*args, image_features=image_features, **kwargs)
 
     @torch.no_grad()
@@ -969,7 +994,7 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
         reference_ids = F.pad(reference_ids, (0, max(0, steps - reference_ids.shape[1])), value=self.config.pad_token_id)
         start = torch.full((batch_size, 1), self.config.sep_token_id, device=pixel_values.device)
         cache = MedViLLDecodingCache()
-        step = self(input_ids=start, pixel_values=pixel_values, past_key_values=cache, use_cache=True,
+        step = self(input_ids=start, pixel_values=pixel_values, cache=cache, use_cache=True,
                     next_token_prediction=True)
         logits = [step.logits[:, -1]]
         attention_mask = torch.ones_like(start)
@@ -977,7 +1002,7 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
         for index in range(1, steps):
             fed = reference_ids[:, index - 1 : index]
             attention_mask = torch.cat([attention_mask, torch.ones_like(fed)], dim=1)
-            step = self._predict_next_token(fed, None, attention_mask, None, step.past_key_values, True, None, None,
+            step = self._predict_next_token(fed, None, attention_mask, None, cache, True, None, None,
                                             position_ids=fixed_positions)
             logits.append(step.logits[:, -1])
         logits = torch.stack(logits, dim=1)
