@@ -18,8 +18,8 @@ from transformers import AutoModelForPreTraining, AutoProcessor
 import medvlp_hf  # noqa: F401  (registers the Auto classes)
 from medvlp_hf.models.medvill.image_processing_medvill import MedViLLImageProcessor
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "medvill"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "medvill"
 CONVERTER = REPO_ROOT / "conversion" / "convert_medvill_original_checkpoint.py"
 TOLERANCE = 1e-4
 IMAGE_SIZE = 64  # tiny fixtures: 2x2 grid

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 from transformers import Trainer, TrainingArguments
 
 from medvlp_hf import MedViLLForReportGeneration, MedViLLForVQA
-from tests.medvill_inputs import head_labels, text_batch, tiny_config
+from tests.models.medvill.inputs import head_labels, text_batch, tiny_config
 
 
 class FixedExamples(Dataset):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from medvlp_hf import MedViLLForReportGeneration
-from tests.medvill_inputs import SEP, pixel_batch, tiny_config
+from tests.models.medvill.inputs import SEP, pixel_batch, tiny_config
 
 NEW_TOKENS = 16
 

@@ -10,7 +10,7 @@ import textwrap
 import torch
 
 from medvlp_hf import MedViLLForReportGeneration, MedViLLForVQA
-from tests.medvill_inputs import pixel_batch, text_batch, tiny_config
+from tests.models.medvill.inputs import pixel_batch, text_batch, tiny_config
 
 LOADER = textwrap.dedent(
     """

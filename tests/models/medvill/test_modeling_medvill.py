@@ -19,7 +19,7 @@ from medvlp_hf import (
     MedViLLForVQA,
     MedViLLModel,
 )
-from tests.medvill_inputs import HEAD_LABELS, head_labels, pixel_batch, text_batch, tiny_config
+from tests.models.medvill.inputs import HEAD_LABELS, head_labels, pixel_batch, text_batch, tiny_config
 
 HEADS = [
     MedViLLModel,
