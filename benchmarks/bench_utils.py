@@ -44,7 +44,7 @@ def build(model_class, args, **overrides):
 def never_end_report(model) -> None:
     """Make [SEP] (the end-of-report token) unreachable so every decoder runs the full length."""
     with torch.no_grad():
-        model.lm_head.bias[model.config.sep_token_id] = -1e4
+        model.mlm_head.bias[model.config.sep_token_id] = -1e4
 
 
 def time_rounds(cases: dict, repeats: int) -> dict:

@@ -227,7 +227,7 @@ def _head_entries(kind, g):
     if kind == "retrieval":
         return _linear("itm.linear", "itm_head", 2, h)
     if kind == "report_generation":
-        return _vocabulary_head("cls.predictions", "lm_head", g, word)
+        return _vocabulary_head("cls.predictions", "mlm_head", g, word)
     if kind == "vqa":
         return [*_linear("ans_classifier.0", "answer_classifier.0", 2 * h, h),
                 *_linear("ans_classifier.2", "answer_classifier.2", g.num_labels, 2 * h)]

@@ -3,7 +3,7 @@
 Importing the package registers every model with transformers' Auto classes.
 """
 
-from .auto import AutoModelForRetrieval
+from .auto import AutoModelForImageTextClassification, AutoModelForRetrieval, config_class_for, default_processor
 from .models.medvill import (
     MedViLLConfig,
     MedViLLDecodingCache,
@@ -21,6 +21,7 @@ from .resources import bert_base_uncased_vocab_file
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoModelForImageTextClassification",
     "AutoModelForRetrieval",
     "MedViLLConfig",
     "MedViLLDecodingCache",
@@ -33,4 +34,6 @@ __all__ = [
     "MedViLLModel",
     "MedViLLProcessor",
     "bert_base_uncased_vocab_file",
+    "config_class_for",
+    "default_processor",
 ]

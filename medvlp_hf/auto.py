@@ -1,5 +1,10 @@
 """Auto-class registration: `import medvlp_hf` makes every zoo model loadable through transformers' Auto
-classes, and `save_pretrained` writes remote code + `auto_map` so plain transformers loads it too."""
+classes, and `save_pretrained` writes remote code + `auto_map` so plain transformers loads it too.
+
+Heads are found by their class-name suffix (`<Prefix>ForVQA`, ...). Heads transformers has no Auto class for
+(retrieval, image-text classification) get the package's own Auto classes here, and `AutoModel` in the `auto_map`
+of their saved folders, so plain transformers loads them with `trust_remote_code=True` too.
+"""
 
 from collections import OrderedDict
 
@@ -13,10 +18,11 @@ from transformers import (
     AutoProcessor,
 )
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
 from .models import medvill
-
-MODEL_FOR_RETRIEVAL_MAPPING = OrderedDict()
+from .resources import tokenizer_dir
 
 
 class AutoModelForRetrieval(_BaseAutoModelClass):
@@ -25,33 +31,55 @@ class AutoModelForRetrieval(_BaseAutoModelClass):
     _model_mapping = _LazyAutoMapping(OrderedDict(), OrderedDict())
 
 
+class AutoModelForImageTextClassification(_BaseAutoModelClass):
+    """The zoo's image(+text) classification heads, e.g. multi-label diagnosis (transformers has no Auto class)."""
+
+    _model_mapping = _LazyAutoMapping(OrderedDict(), OrderedDict())
+
+
+# class-name suffix -> (the Auto class that loads it, the `auto_map` entry of its saved folders)
 _AUTO_HEADS = {
-    "AutoModel": (AutoModel, "Model"),
-    "AutoModelForPreTraining": (AutoModelForPreTraining, "ForPreTraining"),
-    "AutoModelForVisualQuestionAnswering": (AutoModelForVisualQuestionAnswering, "ForVQA"),
-    "AutoModelForImageTextToText": (AutoModelForImageTextToText, "ForReportGeneration"),
+    "Model": (AutoModel, "AutoModel"),
+    "ForPreTraining": (AutoModelForPreTraining, "AutoModelForPreTraining"),
+    "ForVQA": (AutoModelForVisualQuestionAnswering, "AutoModelForVisualQuestionAnswering"),
+    "ForReportGeneration": (AutoModelForImageTextToText, "AutoModelForImageTextToText"),
+    "ForRetrieval": (AutoModelForRetrieval, "AutoModel"),
+    "ForImageTextClassification": (AutoModelForImageTextClassification, "AutoModel"),
 }
+ZOO_MODEL_TYPES = []
 
 
 def _register_model(model_type, module, prefix):
     config_class = getattr(module, f"{prefix}Config")
     AutoConfig.register(model_type, config_class, exist_ok=True)
     config_class.register_for_auto_class()
-    for auto_name, (auto_class, suffix) in _AUTO_HEADS.items():
+    for suffix, (auto_class, auto_map_entry) in _AUTO_HEADS.items():
         model_class = getattr(module, f"{prefix}{suffix}", None)
         if model_class is None:
             continue
         auto_class.register(config_class, model_class, exist_ok=True)
-        model_class.register_for_auto_class(auto_name)
+        model_class.register_for_auto_class(auto_map_entry)
     image_processor_class = getattr(module, f"{prefix}ImageProcessor")
     processor_class = getattr(module, f"{prefix}Processor")
     AutoImageProcessor.register(config_class, slow_image_processor_class=image_processor_class, exist_ok=True)
     AutoProcessor.register(config_class, processor_class, exist_ok=True)
     image_processor_class.register_for_auto_class("AutoImageProcessor")
     processor_class.register_for_auto_class("AutoProcessor")
-    retrieval_class = getattr(module, f"{prefix}ForRetrieval", None)
-    if retrieval_class is not None:
-        AutoModelForRetrieval.register(config_class, retrieval_class, exist_ok=True)
+    ZOO_MODEL_TYPES.append(model_type)
+
+
+def config_class_for(model_type: str):
+    """The config class of a zoo `model_type` (e.g. to build a preset: `config_class_for("medvill").from_preset("tiny")`)."""
+    if model_type not in ZOO_MODEL_TYPES:
+        raise ValueError(f"unknown model type {model_type!r}; medvlp-hf models: {ZOO_MODEL_TYPES}.")
+    return CONFIG_MAPPING[model_type]
+
+
+def default_processor(config):
+    """A new processor for a model built from `config` (training from scratch, conversion): the model's processor
+    class (registered with AutoProcessor) built from its bundled default tokenizer files, offline."""
+    processor_class = PROCESSOR_MAPPING[type(config)]
+    return processor_class.from_model_config(config, tokenizer_dir(processor_class.default_tokenizer))
 
 
 _register_model("medvill", medvill, "MedViLL")

@@ -457,6 +457,54 @@ class MedViLLModelOutput(BaseModelOutputWithPast):
     image_token_indices: torch.LongTensor | None = None
 
 
+def check_image_batch(images: torch.Tensor, batch_size: int) -> None:
+    """One image per text: torch would fail deep inside (an opaque `torch.cat` error) when the counts differ."""
+    if images.shape[0] != batch_size:
+        raise ValueError(
+            f"got {images.shape[0]} image(s) (pixel_values / image_features) and {batch_size} text(s) (input_ids); "
+            "each text needs its own image. To ask several questions about one image, repeat it, e.g. "
+            "`pixel_values.expand(len(texts), -1, -1, -1)` or `images=[image] * len(texts)` in the processor."
+        )
+
+
+def check_label_batch(labels: torch.Tensor | None, input_ids: torch.Tensor | None, name: str = "labels") -> None:
+    """Labels need one row per example; a mismatch would otherwise surface as an opaque loss-function error."""
+    if labels is not None and input_ids is not None and labels.shape[0] != input_ids.shape[0]:
+        raise ValueError(
+            f"{name} has {labels.shape[0]} row(s) but the batch has {input_ids.shape[0]} example(s) (input_ids); "
+            f"pass one row of {name} per example."
+        )
+
+
+def check_missing_weights(model: PreTrainedModel, missing_keys, source) -> None:
+    """Refuse a load that left weights randomly initialised.
+
+    transformers only logs the weights a checkpoint lacks and initialises them at random, so a config that asks for one
+    more layer than the weights hold silently gives a different model. Missing weights are allowed only for the
+    head's `new_head_modules`, when the checkpoint was saved by another class (a base or pre-training checkpoint being
+    fine-tuned) and holds none of that module's weights.
+
+    Raises:
+        ValueError: naming the missing weights and the likely cause.
+    """
+    missing = set(missing_keys)
+    saved_by = (model.config.architectures or [None])[0]
+    if saved_by != type(model).__name__:
+        expected = model.state_dict().keys() - getattr(model, "all_tied_weights_keys", {}).keys()
+        for module in model.new_head_modules:
+            module_keys = {key for key in expected if key.startswith(f"{module}.")}
+            if module_keys <= missing:
+                missing -= module_keys
+    if missing:
+        shown = ", ".join(sorted(missing)[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise ValueError(
+            f"{type(model).__name__}.from_pretrained({str(source)!r}): the checkpoint lacks {len(missing)} weight(s) "
+            f"the model needs ({shown}); loading would leave them randomly initialised. The config and the checkpoint "
+            f"disagree (e.g. a config.json that asks for more layers or other sizes than the weights hold, or a "
+            f"checkpoint of another model): fix config.json or load the checkpoint that belongs to it."
+        )
+
+
 class MedViLLPreTrainedModel(PreTrainedModel):
     config_class = MedViLLConfig
     config: MedViLLConfig
@@ -469,6 +517,21 @@ class MedViLLPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["MedViLLLayer", "MedViLLBottleneck"]
     _skip_keys_device_placement = ["past_key_values", "cache"]
     accepts_loss_kwargs = False
+    # Linear layers that get LoRA adapters: the joint encoder's attention query and value projections, as in the
+    # LoRA paper (module names `encoder.layers.{i}.attention.query|value`).
+    lora_target_modules = ("query", "value")
+    # Modules a head adds on top of a base or pre-trained checkpoint of another head: freshly initialised when it is
+    # fine-tuned from one (the only weights `from_pretrained` may find missing), trained in full under LoRA.
+    new_head_modules = ()
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, strict: a weight the checkpoint lacks is an error, except the
+        `new_head_modules` of a head loaded from a checkpoint saved by another head (see `check_missing_weights`)."""
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        model, loading_info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        check_missing_weights(model, loading_info["missing_keys"], args[0] if args else kwargs.get("pretrained_model_name_or_path"))
+        return (model, loading_info) if output_loading_info else model
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -568,9 +631,10 @@ class MedViLLModel(MedViLLPreTrainedModel):
 
         batch_size, new_length = input_ids.shape
         if past_length == 0:
+            if image_features is None and pixel_values is None:
+                raise ValueError("MedViLL needs `pixel_values` (or `image_features`) for the first forward pass.")
+            check_image_batch(image_features if image_features is not None else pixel_values, batch_size)
             if image_features is None:
-                if pixel_values is None:
-                    raise ValueError("MedViLL needs `pixel_values` (or `image_features`) for the first forward pass.")
                 image_features = self.get_image_features(pixel_values)
             if image_token_indices is None:
                 image_token_indices = torch.arange(image_features.shape[1], device=image_features.device)
@@ -662,6 +726,7 @@ class MedViLLForPreTraining(MedViLLPreTrainedModel):
     """Masked language modelling on the report + image-report matching on the pooled [CLS]."""
 
     _tied_weights_keys = {"mlm_head.decoder.weight": "medvill.embeddings.word_embeddings.weight"}
+    new_head_modules = ("mlm_head", "itm_head")
 
     def __init__(self, config: MedViLLConfig):
         super().__init__(config)
@@ -698,6 +763,8 @@ class MedViLLForPreTraining(MedViLLPreTrainedModel):
             `config.num_pretraining_image_tokens` cells is drawn every forward (as the original), in
             evaluation every cell is used unless indices are given.
         """
+        check_label_batch(labels, input_ids)
+        check_label_batch(itm_labels, input_ids, "itm_labels")
         if image_token_indices is None and self.training:
             device = pixel_values.device if pixel_values is not None else image_features.device
             image_token_indices = torch.randperm(self.config.num_image_tokens, device=device)
@@ -763,6 +830,8 @@ class MedViLLClassifierOutput(ModelOutput):
 class MedViLLForVQA(MedViLLPreTrainedModel):
     """Closed-set answer classifier over h_CLS * h_SEP (the code) or h_CLS (the paper), bidirectional mask."""
 
+    new_head_modules = ("answer_classifier",)
+
     def __init__(self, config: MedViLLConfig):
         super().__init__(config)
         self.medvill = MedViLLModel(config)
@@ -788,6 +857,7 @@ class MedViLLForVQA(MedViLLPreTrainedModel):
         r"""
         labels: (B, num_answers) soft scores in [0, 1] (BCE as the original), or (B,) answer ids.
         """
+        check_label_batch(labels, input_ids)
         outputs = self._encode_pair(
             input_ids, pixel_values, attention_mask, image_features, output_attentions, output_hidden_states
         )
@@ -823,20 +893,23 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
     re-encoding `[CLS] v [SEP] w_1..w_t [MASK]` from scratch (the paper's procedure).
     """
 
-    _tied_weights_keys = {"lm_head.decoder.weight": "medvill.embeddings.word_embeddings.weight"}
+    _tied_weights_keys = {"mlm_head.decoder.weight": "medvill.embeddings.word_embeddings.weight"}
+    # The pre-training MLM head, under the same name so a pre-training checkpoint brings it (finetune.py renames
+    # `mlm.` to `cls.` for the same reason).
+    new_head_modules = ("mlm_head",)
     accepts_loss_kwargs = True
 
     def __init__(self, config: MedViLLConfig):
         super().__init__(config)
         self.medvill = MedViLLModel(config)
-        self.lm_head = MedViLLPredictionHead(config)
+        self.mlm_head = MedViLLPredictionHead(config)
         self.post_init()
 
     def get_output_embeddings(self):
-        return self.lm_head.decoder
+        return self.mlm_head.decoder
 
     def set_output_embeddings(self, new_embeddings):
-        self.lm_head.decoder = new_embeddings
+        self.mlm_head.decoder = new_embeddings
 
     def forward(
         self,
@@ -862,6 +935,7 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
             Trainer so the loss is a true token mean under gradient accumulation and DDP.
         cache / past_key_values: the KV cache (one argument under its transformers >= 5.24 and older names).
         """
+        check_label_batch(labels, input_ids)
         if next_token_prediction:
             return self._predict_next_token(
                 input_ids, pixel_values, attention_mask, image_features, resolve_kv_cache(cache, past_key_values),
@@ -877,7 +951,7 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        logits = self.lm_head(outputs.last_hidden_state[:, outputs.prefix_length :])
+        logits = self.mlm_head(outputs.last_hidden_state[:, outputs.prefix_length :])
         loss = None
         if labels is not None:
             reduction = "mean" if num_items_in_batch is None else "sum"
@@ -915,7 +989,7 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
         if cache is not None:
             cache.crop(-1)
         return MedViLLForReportGenerationOutput(
-            logits=self.lm_head(outputs.last_hidden_state[:, -1:]),
+            logits=self.mlm_head(outputs.last_hidden_state[:, -1:]),
             **{KV_CACHE: cache},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
@@ -934,7 +1008,10 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
           `use_cache=False`;
         - unless a cache (or `cache_implementation`) is asked for, it decodes with a `MedViLLDecodingCache`, which
           appends in place instead of copying the whole cache at every step.
+        A prompt (`input_ids`) is a text stream without its end: `[SEP] w_1..w_k`, as the processor writes it with
+        `generation_prompt=True`; a prompt holding the closing `[SEP]` raises ValueError.
         """
+        self._check_prompt(args[0] if args else kwargs.get("input_ids"), kwargs.get("attention_mask"))
         if pixel_values is not None and image_features is None:
             image_features = self.medvill.get_image_features(pixel_values)
         generation_config = kwargs.get("generation_config") or self.generation_config
@@ -953,6 +1030,23 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
         if cache is not None:
             kwargs[KV_CACHE] = cache
         return super().generate(*args, image_features=image_features, **kwargs)
+
+    def _check_prompt(self, input_ids, attention_mask):
+        """Refuse a prompt that already ends the text: generation would continue after its end-of-text [SEP]."""
+        if input_ids is None:
+            return
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        first = attention_mask.int().argmax(-1, keepdim=True)
+        after_start = torch.arange(input_ids.shape[1], device=input_ids.device)[None] > first
+        ended = ((input_ids == self.config.sep_token_id) & after_start & attention_mask.bool()).any(-1)
+        if ended.any():
+            raise ValueError(
+                f"prompt row(s) {ended.nonzero().flatten().tolist()} already hold the end-of-text [SEP] "
+                f"(`[SEP] text [SEP]`), so generation would continue after the end of the text. Build prompts with "
+                "`processor(text=..., generation_prompt=True, padding_side='left')`, which leaves the text open, or "
+                "drop the final [SEP]."
+            )
 
     @torch.no_grad()
     def generate_without_cache(self, pixel_values, input_ids=None, attention_mask=None, max_new_tokens=20):
@@ -1023,6 +1117,8 @@ class MedViLLForRetrievalOutput(ModelOutput):
 class MedViLLForRetrieval(MedViLLPreTrainedModel):
     """Image-report matching head (the pre-training ITM head, fine-tuned) used to rank candidates."""
 
+    new_head_modules = ("itm_head",)
+
     def __init__(self, config: MedViLLConfig):
         super().__init__(config)
         self.medvill = MedViLLModel(config)
@@ -1044,6 +1140,7 @@ class MedViLLForRetrieval(MedViLLPreTrainedModel):
         r"""
         labels: (B,) 1 for a matching (image, report) pair, 0 otherwise.
         """
+        check_label_batch(labels, input_ids)
         outputs = self._encode_pair(
             input_ids, pixel_values, attention_mask, image_features, output_attentions, output_hidden_states
         )
@@ -1097,6 +1194,8 @@ class MedViLLForRetrieval(MedViLLPreTrainedModel):
 class MedViLLForImageTextClassification(MedViLLPreTrainedModel):
     """Multi-label diagnosis (the 14 CheXpert observations) from the pooled [CLS], BCE with optional pos_weight."""
 
+    new_head_modules = ("classifier",)
+
     def __init__(self, config: MedViLLConfig):
         super().__init__(config)
         self.medvill = MedViLLModel(config)
@@ -1118,6 +1217,7 @@ class MedViLLForImageTextClassification(MedViLLPreTrainedModel):
         r"""
         labels: (B, num_labels) multi-hot targets.
         """
+        check_label_batch(labels, input_ids)
         outputs = self._encode_pair(
             input_ids, pixel_values, attention_mask, image_features, output_attentions, output_hidden_states
         )

@@ -43,6 +43,15 @@ class MedViLLProcessor(ProcessorMixin):
         self.max_length = max_length
         super().__init__(image_processor, tokenizer, **kwargs)
 
+    # The bundled tokenizer files (a folder of medvlp_hf/resources) a new MedViLL processor is built from.
+    default_tokenizer = "bert-base-uncased"
+
+    @classmethod
+    def from_model_config(cls, config, tokenizer_dir) -> "MedViLLProcessor":
+        """The default processor of a model built from `config` (training from scratch, conversion): the
+        `default_tokenizer` files in `tokenizer_dir` and the config's image size."""
+        return cls.from_vocab_file(os.path.join(tokenizer_dir, "vocab.txt"), image_size=config.image_size)
+
     @classmethod
     def from_vocab_file(cls, vocab_file, image_size=512, max_length=DEFAULT_TEXT_MAX_LENGTH, **image_processor_kwargs):
         """The default MedViLL processor built offline from a bert-base-uncased `vocab.txt` (one token per line)."""

@@ -294,7 +294,7 @@ def test_a_decoder_that_differs_from_the_word_table_is_kept_untied():
     state["cls.predictions.decoder.weight"] = decoder
     model = convert("report_generation", state)
     assert not model.config.tie_word_embeddings
-    assert torch.equal(model.lm_head.decoder.weight, decoder)
+    assert torch.equal(model.mlm_head.decoder.weight, decoder)
     assert torch.equal(model.medvill.embeddings.word_embeddings.weight, state["txt_embeddings.word_embeddings.weight"])
 
 
