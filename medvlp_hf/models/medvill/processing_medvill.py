@@ -130,23 +130,22 @@ class MedViLLProcessor(ProcessorMixin):
         unknown = sorted(set(images_kwargs) - set(self.image_processor.valid_kwargs.__annotations__))
         if unknown:
             raise TypeError(f"MedViLLProcessor got unexpected keyword arguments {unknown}.")
+        text_kwargs = {
+            "padding": padding,
+            "truncation": truncation,
+            "max_length": max_length,
+            "padding_side": padding_side,
+            "text_kind": text_kind,
+            "pad_to_multiple_of": pad_to_multiple_of,
+        }
         data = {}
         if text is not None:
-            data.update(
-                self.encode_text(
-                    text, padding, truncation, max_length, padding_side, text_kind, pad_to_multiple_of, return_tensors
-                )
-            )
+            data.update(self.encode_text(text, return_tensors=return_tensors, **text_kwargs))
         if images is not None:
             images_kwargs["return_tensors"] = return_tensors or "pt"
             data["pixel_values"] = self.image_processor(images, **images_kwargs)["pixel_values"]
         if text_target is not None:
-            data.update(
-                self.encode_report_target(
-                    text_target, generator, padding, truncation, max_length, padding_side, text_kind,
-                    pad_to_multiple_of, return_tensors,
-                )
-            )
+            data.update(self._encode_report_target(text_target, generator, return_tensors, text_kwargs))
         if "input_ids" in data and images is not None and len(data["input_ids"]) != len(data["pixel_values"]):
             raise ValueError(
                 f"got {len(data['pixel_values'])} images and {len(data['input_ids'])} texts; MedViLL pairs one "
@@ -202,23 +201,10 @@ class MedViLLProcessor(ProcessorMixin):
         )
         return {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"]}
 
-    def encode_report_target(
-        self,
-        text,
-        generator=None,
-        padding="longest",
-        truncation=True,
-        max_length=None,
-        padding_side=None,
-        text_kind="report",
-        pad_to_multiple_of=None,
-        return_tensors="pt",
-    ) -> dict:
+    def _encode_report_target(self, text, generator, return_tensors, text_kwargs) -> dict:
         """Reports -> `{"input_ids", "attention_mask", "labels"}`: the text stream with MedViLL's report-generation
         masks drawn from `generator`."""
-        encoded = self.encode_text(
-            text, padding, truncation, max_length, padding_side, text_kind, pad_to_multiple_of, return_tensors="pt"
-        )
+        encoded = self.encode_text(text, return_tensors="pt", **text_kwargs)
         encoded["input_ids"], encoded["labels"] = self.mask_for_report_generation(
             encoded["input_ids"], encoded["attention_mask"], generator
         )

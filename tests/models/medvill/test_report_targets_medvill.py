@@ -10,8 +10,9 @@ from medvlp_hf.data import GenerativeVQACollator, ReportGenerationCollator, load
 from medvlp_hf.data.collators import IGNORE_INDEX
 from medvlp_hf.models.medvill.processing_medvill import MedViLLProcessor
 from medvlp_hf.resources import bert_base_uncased_vocab_file
+from tests.models.medvill.inputs import PAD, SEP, text_batch
 
-MASK, SEP, PAD = 103, 102, 0
+MASK = 103
 
 
 @pytest.fixture(scope="module")
@@ -25,18 +26,11 @@ def examples():
     return [demo[i] for i in range(8)]
 
 
-def _streams(rows=400, length=60, seed=0, left_pad=False):
-    """`[SEP] words [SEP]` rows with 0..length-2 words, padded right (or left), and their attention mask."""
+def _streams(rows=400, max_words=58, seed=0, left_pad=False):
+    """`[SEP] words [SEP]` rows with 0..max_words words, padded right (or left), and their attention mask."""
     generator = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(0, length - 1, (rows,), generator=generator)
-    input_ids = torch.full((rows, length), PAD)
-    attention = torch.zeros(rows, length, dtype=torch.long)
-    for row, n in enumerate(lengths.tolist()):
-        words = torch.randint(1000, 2000, (n,), generator=generator).tolist()
-        span = slice(length - n - 2, length) if left_pad else slice(0, n + 2)
-        input_ids[row, span] = torch.tensor([SEP, *words, SEP])
-        attention[row, span] = 1
-    return input_ids, attention
+    lengths = torch.randint(0, max_words + 1, (rows,), generator=generator).tolist()
+    return text_batch(lengths, generator, left_pad=left_pad)
 
 
 @pytest.mark.parametrize("left_pad", [False, True])
