@@ -70,9 +70,7 @@ def main(argv=None):
         initialize=start_answer_logits_at_uniform_prior if new_head else None,
     )
     processor = build_processor(model_args, config)
-    collator = VQACollator(
-        processor, answers, max_length=data_args.max_seq_length, processor_kwargs={"text_kind": "question"}
-    )
+    collator = VQACollator(processor, answers, max_length=data_args.max_seq_length)
     trainer = MedVLPTrainer(
         model=model,
         args=training_args,

@@ -1,8 +1,10 @@
 """MedViLL processor: the image processor plus bert-base-uncased WordPiece, producing the text stream
-`[SEP] w_1 .. w_n [SEP]` that every MedViLL head reads (the model prepends `[CLS] v_1..v_N` itself)."""
+`[SEP] w_1 .. w_n [SEP]` that every MedViLL head reads (the model prepends `[CLS] v_1..v_N` itself), and the
+report-generation training stream with its [MASK]ed targets."""
 
 import os
 
+import torch
 from transformers import BertTokenizer
 from transformers.image_processing_base import BatchFeature
 from transformers.processing_utils import ProcessorMixin
@@ -19,6 +21,12 @@ QUESTION_REPLACEMENTS = ((",", ""), ("?", ""), ("'s", " 's"), ("...", ""), ("x r
 TEXT_KINDS = ("report", "question")
 TRUNCATING = (True, "longest_first", "only_first")
 NOT_TRUNCATING = (False, None, "do_not_truncate")
+IGNORE_INDEX = -100
+# Report-generation fine-tuning (the original's `Preprocess4Seq2seq`): per report min(3, max(1, round(0.15 * n)))
+# of its n wordpieces are predicted, and with p=0.5 one of those slots goes to the closing [SEP].
+REPORT_MAX_PREDICTIONS = 3
+REPORT_MASK_PROBABILITY = 0.15
+REPORT_FINAL_SEP_PROBABILITY = 0.5
 
 
 class MedViLLProcessor(ProcessorMixin):
@@ -28,7 +36,9 @@ class MedViLLProcessor(ProcessorMixin):
 
     `input_ids` is `[SEP] wordpieces [SEP]` padded with `[PAD]` (right by default, left with
     `padding_side="left"` for generation); `attention_mask` marks the real tokens including both `[SEP]`. No
-    `token_type_ids`: the model derives segments from the layout.
+    `token_type_ids`: the model derives segments from the layout. A report passed as `text_target` gives the
+    report-generation training inputs instead: the same stream with MedViLL's [MASK]ed targets and `labels`
+    (see [`~MedViLLProcessor.mask_for_report_generation`]).
 
     Args:
         image_processor ([`MedViLLImageProcessor`]): the image processor.
@@ -94,6 +104,8 @@ class MedViLLProcessor(ProcessorMixin):
         padding_side=None,
         text_kind="report",
         pad_to_multiple_of=None,
+        text_target=None,
+        generator=None,
         **images_kwargs,
     ) -> BatchFeature:
         """Encode images and/or texts (one image per text when both are given).
@@ -111,24 +123,39 @@ class MedViLLProcessor(ProcessorMixin):
             text_kind (`"report"` or `"question"`): `"question"` applies [`~MedViLLProcessor.clean_question`]
                 first, as MedViLL's VQA code does.
             pad_to_multiple_of (`int`): round the padded length up to a multiple of this.
+            text_target (`str` or `list[str]`): reports to train report generation on, instead of `text`: returns
+                the masked stream as `input_ids`/`attention_mask` and `labels` (original ids at the [MASK]s, -100
+                elsewhere), see [`~MedViLLProcessor.mask_for_report_generation`].
+            generator (`torch.Generator`): source of the `text_target` masks (default: torch's global generator).
             images_kwargs: overrides of the image processor's settings (`size`, `do_resize`, ...).
         """
-        if images is None and text is None:
-            raise ValueError("MedViLLProcessor needs images, text or both.")
+        if text is not None and text_target is not None:
+            raise ValueError(
+                "MedViLL's text stream holds one text: pass `text` (to encode) or `text_target` (a report to train "
+                "report generation on), not both."
+            )
+        if images is None and text is None and text_target is None:
+            raise ValueError("MedViLLProcessor needs images, text or both (or a text_target).")
         unknown = sorted(set(images_kwargs) - set(self.image_processor.valid_kwargs.__annotations__))
         if unknown:
             raise TypeError(f"MedViLLProcessor got unexpected keyword arguments {unknown}.")
+        text_kwargs = {
+            "padding": padding,
+            "truncation": truncation,
+            "max_length": max_length,
+            "padding_side": padding_side,
+            "text_kind": text_kind,
+            "pad_to_multiple_of": pad_to_multiple_of,
+        }
         data = {}
         if text is not None:
-            data.update(
-                self.encode_text(
-                    text, padding, truncation, max_length, padding_side, text_kind, pad_to_multiple_of, return_tensors
-                )
-            )
+            data.update(self.encode_text(text, return_tensors=return_tensors, **text_kwargs))
         if images is not None:
             images_kwargs["return_tensors"] = return_tensors or "pt"
             data["pixel_values"] = self.image_processor(images, **images_kwargs)["pixel_values"]
-        if text is not None and images is not None and len(data["input_ids"]) != len(data["pixel_values"]):
+        if text_target is not None:
+            data.update(self._encode_report_target(text_target, generator, return_tensors, text_kwargs))
+        if "input_ids" in data and images is not None and len(data["input_ids"]) != len(data["pixel_values"]):
             raise ValueError(
                 f"got {len(data['pixel_values'])} images and {len(data['input_ids'])} texts; MedViLL pairs one "
                 "image with one text."
@@ -182,6 +209,60 @@ class MedViLLProcessor(ProcessorMixin):
             return_tensors=return_tensors,
         )
         return {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"]}
+
+    def _encode_report_target(self, text, generator, return_tensors, text_kwargs) -> dict:
+        """Reports -> `{"input_ids", "attention_mask", "labels"}`: the text stream with MedViLL's report-generation
+        masks drawn from `generator`."""
+        encoded = self.encode_text(text, return_tensors="pt", **text_kwargs)
+        encoded["input_ids"], encoded["labels"] = self.mask_for_report_generation(
+            encoded["input_ids"], encoded["attention_mask"], generator
+        )
+        if return_tensors == "pt":
+            return encoded
+        return {key: value.numpy() if return_tensors == "np" else value.tolist() for key, value in encoded.items()}
+
+    def mask_for_report_generation(
+        self,
+        input_ids,
+        attention_mask,
+        generator=None,
+        max_predictions=REPORT_MAX_PREDICTIONS,
+        mask_probability=REPORT_MASK_PROBABILITY,
+        final_token_probability=REPORT_FINAL_SEP_PROBABILITY,
+    ):
+        """MedViLL's report-generation fine-tuning masks (`Preprocess4Seq2seq`; reference/originals.md §2.7).
+
+        Per row, `min(max_predictions, max(1, round(mask_probability * n)))` of its `n` wordpieces become [MASK]
+        (never a random token); with `final_token_probability` one of those slots goes to the closing [SEP]
+        instead, so the model learns to stop (always for an empty report). Works for right and left padding.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, length)`): text streams `[SEP] wordpieces [SEP]`.
+            attention_mask (`torch.LongTensor` of shape `(batch, length)`): 1 at the stream's real tokens.
+            generator (`torch.Generator`, *optional*): source of the draws (default: torch's global generator).
+
+        Returns:
+            `(masked input_ids, labels)`, both `(batch, length)`; `labels` holds the original ids at the masked
+            positions and -100 elsewhere.
+        """
+        sep = self.tokenizer.sep_token_id
+        real = attention_mask.bool()
+        wordpieces = real & (input_ids != sep)
+        final_positions = input_ids.shape[1] - 1 - real.flip(dims=[1]).int().argmax(dim=1)
+        masked = input_ids.clone()
+        labels = torch.full_like(input_ids, IGNORE_INDEX)
+        for row in range(input_ids.shape[0]):
+            text_positions = wordpieces[row].nonzero().flatten()
+            count = len(text_positions)
+            predictions = min(max_predictions, max(1, round(mask_probability * count)))
+            with_final = bool(torch.rand((), generator=generator) < final_token_probability) or count == 0
+            shuffled = text_positions[torch.randperm(count, generator=generator)]
+            positions = shuffled[: predictions - 1] if with_final else shuffled[:predictions]
+            if with_final:
+                positions = torch.cat([positions, final_positions[row].unsqueeze(0)])
+            labels[row, positions] = input_ids[row, positions]
+            masked[row, positions] = self.tokenizer.mask_token_id
+        return masked, labels
 
 
 __all__ = ["MedViLLProcessor"]
