@@ -106,6 +106,7 @@ class MedViLLProcessor(ProcessorMixin):
         pad_to_multiple_of=None,
         text_target=None,
         generator=None,
+        generation_prompt=False,
         **images_kwargs,
     ) -> BatchFeature:
         """Encode images and/or texts (one image per text when both are given).
@@ -127,6 +128,9 @@ class MedViLLProcessor(ProcessorMixin):
                 the masked stream as `input_ids`/`attention_mask` and `labels` (original ids at the [MASK]s, -100
                 elsewhere), see [`~MedViLLProcessor.mask_for_report_generation`].
             generator (`torch.Generator`): source of the `text_target` masks (default: torch's global generator).
+            generation_prompt (`bool`): encode `text` as the start of a report for `generate()` to continue:
+                `[SEP] wordpieces` without the closing [SEP] (which would end the text), left-padded unless
+                `padding_side` says otherwise.
             images_kwargs: overrides of the image processor's settings (`size`, `do_resize`, ...).
         """
         if text is not None and text_target is not None:
@@ -134,12 +138,15 @@ class MedViLLProcessor(ProcessorMixin):
                 "MedViLL's text stream holds one text: pass `text` (to encode) or `text_target` (a report to train "
                 "report generation on), not both."
             )
+        if text_target is not None and generation_prompt:
+            raise ValueError("generation_prompt=True encodes `text` for generate(); a `text_target` is a training target.")
         if images is None and text is None and text_target is None:
             raise ValueError("MedViLLProcessor needs images, text or both (or a text_target).")
         unknown = sorted(set(images_kwargs) - set(self.image_processor.valid_kwargs.__annotations__))
         if unknown:
             raise TypeError(f"MedViLLProcessor got unexpected keyword arguments {unknown}.")
         text_kwargs = {
+            "generation_prompt": generation_prompt,
             "padding": padding,
             "truncation": truncation,
             "max_length": max_length,
@@ -172,8 +179,10 @@ class MedViLLProcessor(ProcessorMixin):
         text_kind="report",
         pad_to_multiple_of=None,
         return_tensors="pt",
+        generation_prompt=False,
     ) -> dict:
-        """Texts -> `{"input_ids", "attention_mask"}` in the `[SEP] wordpieces [SEP]` layout."""
+        """Texts -> `{"input_ids", "attention_mask"}` in the `[SEP] wordpieces [SEP]` layout (`[SEP] wordpieces`,
+        left-padded by default, for a `generation_prompt`)."""
         texts = [text] if isinstance(text, str) else text
         if not isinstance(texts, (list, tuple)) or not texts or not all(isinstance(t, str) for t in texts):
             raise TypeError(f"text must be a str or a non-empty list of str, got {type(text).__name__}.")
@@ -184,21 +193,25 @@ class MedViLLProcessor(ProcessorMixin):
         if text_kind == "question":
             texts = [self.clean_question(t) for t in texts]
         max_length = self.max_length if max_length is None else max_length
-        if max_length < 2:
-            raise ValueError(f"max_length={max_length} leaves no room for the two [SEP] of the text stream.")
         sep = self.tokenizer.sep_token_id
-        budget = max_length - 2
+        closing = [] if generation_prompt else [sep]
+        separators = "its [SEP]" if generation_prompt else "its two [SEP]"
+        if max_length < 1 + len(closing):
+            raise ValueError(f"max_length={max_length} leaves no room for {separators} of the text stream.")
+        if generation_prompt and padding_side is None:
+            padding_side = "left"
+        budget = max_length - 1 - len(closing)
         sequences = []
         for index, wordpieces in enumerate(self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]):
             if len(wordpieces) > budget:
                 if truncation in NOT_TRUNCATING:
                     raise ValueError(
-                        f"text {index} is {len(wordpieces) + 2} tokens long with its two [SEP], over "
-                        f"max_length={max_length}; pass truncation=True (keeps the first {budget} wordpieces and both "
-                        "[SEP]) or a larger max_length."
+                        f"text {index} is {len(wordpieces) + 1 + len(closing)} tokens long with {separators}, over "
+                        f"max_length={max_length}; pass truncation=True (keeps the first {budget} wordpieces and "
+                        f"{separators}) or a larger max_length."
                     )
                 wordpieces = wordpieces[:budget]
-            sequences.append([sep, *wordpieces, sep])
+            sequences.append([sep, *wordpieces, *closing])
         padded = self.tokenizer.pad(
             {"input_ids": sequences},
             padding=padding,

@@ -1,5 +1,6 @@
 """MedViLL report decoding on the shared generation checks (tests/common), plus what is special to MedViLL."""
 
+import pytest
 import torch
 
 from medvlp_hf import MedViLLForReportGeneration
@@ -62,3 +63,30 @@ def test_report_generation_training_loss_is_a_token_mean():
     summed = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, labels=labels,
                    num_items_in_batch=torch.tensor(4))
     torch.testing.assert_close(summed.loss, expected / 2)
+
+
+def test_processor_generation_prompts_leave_the_text_open_and_generate_continues_them():
+    """A prompt from the processor's generation mode has no closing [SEP]; the report mode's does, and generate()
+    refuses it instead of continuing after the end of the text (a public bug report)."""
+    import medvlp_hf
+
+    processor = medvlp_hf.MedViLLProcessor.from_vocab_file(medvlp_hf.bert_base_uncased_vocab_file(), image_size=64)
+    texts = ["the heart size is", "no"]
+    prompt = processor(text=texts, generation_prompt=True)
+    words = [processor.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    width = 1 + max(map(len, words))
+    sep, pad = processor.tokenizer.sep_token_id, processor.tokenizer.pad_token_id
+    assert prompt.input_ids.tolist() == [[pad] * (width - 1 - len(w)) + [sep, *w] for w in words]  # left-padded
+    assert prompt.attention_mask.tolist() == [[0] * (width - 1 - len(w)) + [1] * (1 + len(w)) for w in words]
+    ended = processor(text=texts, padding_side="left")
+    assert ended.input_ids[:, -1].tolist() == [sep, sep]
+
+    torch.manual_seed(0)
+    model = MedViLLForReportGeneration(tiny_config()).eval()
+    pixel_values = pixel_batch(model.config, 2, torch.Generator().manual_seed(0))
+    generated = model.generate(**prompt, pixel_values=pixel_values, max_new_tokens=4, do_sample=False)
+    assert torch.equal(generated[:, :width], prompt.input_ids)
+    with pytest.raises(ValueError, match=r"prompt row\(s\) \[0, 1\] already hold the end-of-text \[SEP\]"):
+        model.generate(**ended, pixel_values=pixel_values, max_new_tokens=4)
+    with pytest.raises(ValueError, match="generation_prompt"):
+        processor(text_target=texts, generation_prompt=True)

@@ -10,7 +10,7 @@ from medvlp_hf.data import GenerativeVQACollator, ReportGenerationCollator, load
 from medvlp_hf.data.collators import IGNORE_INDEX
 from medvlp_hf.models.medvill.processing_medvill import MedViLLProcessor
 from medvlp_hf.resources import bert_base_uncased_vocab_file
-from tests.models.medvill.inputs import PAD, SEP, text_batch
+from tests.models.medvill.tester import PAD, SEP, text_batch
 
 MASK = 103
 
