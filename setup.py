@@ -23,9 +23,9 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "dicom": ["pydicom"],
+        "dicom": ["pydicom>=3"],
         "metrics": ["pycocoevalcap", "scikit-learn"],
-        "dev": ["pytest", "pydicom", "pycocoevalcap", "scikit-learn"],
+        "dev": ["pytest", "pydicom>=3", "pycocoevalcap", "scikit-learn"],
     },
     entry_points={"console_scripts": ["medvlp=medvlp_hf.cli:main"]},
 )
