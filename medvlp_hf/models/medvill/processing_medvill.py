@@ -195,9 +195,9 @@ class MedViLLProcessor(ProcessorMixin):
         max_length = self.max_length if max_length is None else max_length
         sep = self.tokenizer.sep_token_id
         closing = [] if generation_prompt else [sep]
-        separators = "its [SEP]" if generation_prompt else "its two [SEP]"
+        separators = "[SEP]" if generation_prompt else "two [SEP]"
         if max_length < 1 + len(closing):
-            raise ValueError(f"max_length={max_length} leaves no room for {separators} of the text stream.")
+            raise ValueError(f"max_length={max_length} leaves no room for the text stream's {separators}.")
         if generation_prompt and padding_side is None:
             padding_side = "left"
         budget = max_length - 1 - len(closing)
@@ -206,8 +206,8 @@ class MedViLLProcessor(ProcessorMixin):
             if len(wordpieces) > budget:
                 if truncation in NOT_TRUNCATING:
                     raise ValueError(
-                        f"text {index} is {len(wordpieces) + 1 + len(closing)} tokens long with {separators}, over "
-                        f"max_length={max_length}; pass truncation=True (keeps the first {budget} wordpieces and "
+                        f"text {index} is {len(wordpieces) + 1 + len(closing)} tokens long with its {separators}, over "
+                        f"max_length={max_length}; pass truncation=True (keeps the first {budget} wordpieces and its "
                         f"{separators}) or a larger max_length."
                     )
                 wordpieces = wordpieces[:budget]

@@ -401,7 +401,7 @@ def test_truncation_keeps_both_separators(processor):
     assert short["input_ids"][1].tolist() == [SEP, wordpieces(processor, "ok")[0], SEP] + [PAD] * 7
     with pytest.raises(ValueError, match=rf"text 0 is {len(pieces) + 2} tokens .* over max_length=255"):
         processor(text=long_text, truncation=False)
-    with pytest.raises(ValueError, match="no room for the two"):
+    with pytest.raises(ValueError, match="no room for the text stream.s two \\[SEP\\]"):
         processor(text="a", max_length=1)
 
 
