@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForPreTraining, AutoProcessor
 
 import medvlp_hf  # noqa: F401  (registers the Auto classes)
+from medvlp_hf.conversion import convert_medvill_original_checkpoint as conv
+from medvlp_hf.conversion.conversion_utils import CheckpointError
 from medvlp_hf.models.medvill.image_processing_medvill import MedViLLImageProcessor
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -33,14 +35,6 @@ BASE_GEOMETRY = dict(vocab_size=30522, hidden_size=768, max_position_embeddings=
                      resnet_widths=(64, 128, 256, 512), resnet_depths=(3, 4, 6, 3))
 
 
-def _load_converter():
-    spec = importlib.util.spec_from_file_location("convert_medvill_original_checkpoint", CONVERTER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-conv = _load_converter()
 
 
 def fixture(kind, name="reference_io.safetensors"):
@@ -219,7 +213,7 @@ def test_cli_converts_a_save_pretrained_directory(tmp_path, pretraining_model):
     (source / "config.json").write_text(json.dumps(original_config()))
     out = conv.main(["--checkpoint", str(source), "--kind", "pretraining", "--out", str(tmp_path / "hf"),
                      "--image_size", str(IMAGE_SIZE), "--num_pretraining_image_tokens", "3",
-                     "--vocab_file", str(tiny_vocab_file(tmp_path))])
+                     "--tokenizer_dir", str(tiny_vocab_file(tmp_path).parent)])
     loaded = AutoModelForPreTraining.from_pretrained(out).eval()
     processor = AutoProcessor.from_pretrained(out)
     for name, tensor in pretraining_model.state_dict().items():
@@ -242,7 +236,7 @@ def test_cli_reads_the_classification_training_checkpoint(tmp_path):
     labels.write_text(json.dumps(["Atelectasis", "Cardiomegaly", "Edema", "No Finding", "Others"]))
     out = conv.main(["--checkpoint", str(path), "--config", str(config), "--kind", "classification",
                      "--out", str(tmp_path / "hf"), "--image_size", str(IMAGE_SIZE), "--label_names", str(labels),
-                     "--vocab_file", str(tiny_vocab_file(tmp_path)), "--no_card"])
+                     "--tokenizer_dir", str(tiny_vocab_file(tmp_path).parent), "--no_card"])
     saved = json.loads((out / "config.json").read_text())
     assert saved["id2label"]["1"] == "Cardiomegaly" and not (out / "README.md").exists()
 
@@ -250,41 +244,41 @@ def test_cli_reads_the_classification_training_checkpoint(tmp_path):
 def test_missing_key_is_named():
     state = pretraining_checkpoint()
     del state["enc.encoder.layer.1.output.LayerNorm.bias"]
-    with pytest.raises(conv.MedViLLCheckpointError, match=r"missing keys \['enc\.encoder\.layer\.1\.output\.LayerNorm\.bias'\]"):
+    with pytest.raises(CheckpointError, match=r"missing keys \['enc\.encoder\.layer\.1\.output\.LayerNorm\.bias'\]"):
         convert("pretraining", state)
 
 
 def test_unexpected_key_is_named():
     state = pretraining_checkpoint()
     state["enc.extra_projection.weight"] = torch.zeros(2)
-    with pytest.raises(conv.MedViLLCheckpointError, match=r"unexpected keys \['enc\.extra_projection\.weight'\]"):
+    with pytest.raises(CheckpointError, match=r"unexpected keys \['enc\.extra_projection\.weight'\]"):
         convert("pretraining", state)
 
 
 def test_wrong_kind_is_diagnosed():
-    with pytest.raises(conv.MedViLLCheckpointError, match="look like a pretraining checkpoint"):
+    with pytest.raises(CheckpointError, match="look like a pretraining checkpoint"):
         convert("retrieval", pretraining_checkpoint())
-    with pytest.raises(conv.MedViLLCheckpointError, match="look like a vqa checkpoint"):
+    with pytest.raises(CheckpointError, match="look like a vqa checkpoint"):
         convert("report_generation", fixture("vqa", "original_checkpoint.safetensors"))
 
 
 def test_shape_mismatch_is_named():
     state = pretraining_checkpoint()
     state["itm.linear.weight"] = torch.zeros(3, 32)
-    with pytest.raises(conv.MedViLLCheckpointError, match=r"itm\.linear\.weight: \(3, 32\) \(expected \(2, 32\)\)"):
+    with pytest.raises(CheckpointError, match=r"itm\.linear\.weight: \(3, 32\) \(expected \(2, 32\)\)"):
         convert("pretraining", state)
 
 
 def test_shared_duplicates_must_agree():
     state = pretraining_checkpoint()
     state["enc.img_embeddings.LayerNorm.bias"] = state["enc.img_embeddings.LayerNorm.bias"] + 1
-    with pytest.raises(conv.MedViLLCheckpointError, match=r"enc\.img_embeddings\.LayerNorm\.bias.*differ"):
+    with pytest.raises(CheckpointError, match=r"enc\.img_embeddings\.LayerNorm\.bias.*differ"):
         convert("pretraining", state)
 
 
 def test_config_json_must_match_the_weights():
     config = dict(original_config(), num_hidden_layers=3)
-    with pytest.raises(conv.MedViLLCheckpointError, match="num_hidden_layers=3 but the weights have 2"):
+    with pytest.raises(CheckpointError, match="num_hidden_layers=3 but the weights have 2"):
         conv.convert_state_dict(pretraining_checkpoint(), "pretraining", config, image_size=IMAGE_SIZE)
 
 
