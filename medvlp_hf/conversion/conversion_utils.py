@@ -12,6 +12,7 @@ only its key table and what is special to its model.
 - Hashes, the model card with provenance and parity, and saving a converted folder without leaving half a folder.
 """
 
+import contextlib
 import hashlib
 import json
 import math
@@ -316,23 +317,26 @@ def sha256_files(paths) -> str:
     return hashlib.sha256("".join(sha256_file(path) for path in paths).encode()).hexdigest()
 
 
-def prepare_output_folder(out, overwrite):
-    """A fresh temporary folder next to `out` to write into; `publish_output_folder` then moves it into place, so
-    a failed conversion never leaves a half-written or mixed folder. Raises FileExistsError when `out` is not
+@contextlib.contextmanager
+def output_folder(out, overwrite=False):
+    """Yield a fresh folder next to `out` to write into, and move it into place only when the block succeeds: a
+    failed conversion leaves `out` as it was and no half-written folder. Raises FileExistsError when `out` is not
     empty and `overwrite` is false."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; choose a new --out or pass --overwrite to replace it.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-
-
-def publish_output_folder(staging, out):
-    out = Path(out)
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    Path(staging).rename(out)
-    return out
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.is_dir():
+        shutil.rmtree(out)
+    elif out.exists():
+        out.unlink()
+    staging.rename(out)
 
 
 def render_conversion_card(model_type, record, repo_id=None):

@@ -355,15 +355,15 @@ def vocabulary_reductions(config):
 
 def parity_cases(kind, config) -> list:
     """The cases a `kind` record runs (inputs named as the head's keyword arguments)."""
-    text = ["input_ids", "attention_mask", "pixel_values"]
+    text = {name: name for name in ("input_ids", "attention_mask", "pixel_values")}
     vocabulary = vocabulary_reductions(config)
     if kind == "pretraining":
-        return [parity.ParityCase("mlm_itm", "forward", [*text, "image_token_indices"],
+        return [parity.ParityCase("mlm_itm", "forward", {**text, "image_token_indices": "image_token_indices"},
                                   {"logits": {"field": "logits", "reduce": vocabulary},
                                    "itm_logits": {"field": "itm_logits", "reduce": ["full"]}})]
     if kind == "report_generation":
         return [parity.ParityCase("masked_lm", "forward", text, {"logits": {"field": "logits", "reduce": vocabulary}}),
-                parity.ParityCase("greedy", "generate", ["pixel_values"],
+                parity.ParityCase("greedy", "generate", {"pixel_values": "pixel_values"},
                                   {"sequences": {"field": "sequences", "reduce": ["full"]},
                                    "logits": {"field": "logits", "reduce": vocabulary}},
                                   {"max_new_tokens": PARITY_DECODING_STEPS, "do_sample": False, "num_beams": 1,
@@ -377,12 +377,14 @@ def parity_cases(kind, config) -> list:
 
 def parity_inputs(kind, config, seed=0) -> dict:
     """Seeded inputs of `parity_cases(kind, config)` (record tensor names). Text streams are `[SEP] w.. [SEP]`
-    with 8 and 5 words (the second padded); report generation masks two words of each; pixel values are N(0, 1)
-    rounded to float16, which the record stores (half the size; the model computes in float32)."""
+    with 8 and 5 words (the second padded), except in report generation, which masks the 2nd and 4th of 8 words
+    in both (the released s2s mask lets padding rows see nothing of the text, so their outputs are not comparable).
+    Pixel values are N(0, 1) rounded to float16, which the record stores (half the size; the model computes in
+    float32)."""
     generator = torch.Generator().manual_seed(seed)
     size = config.image_size
     pixel_values = torch.randn(PARITY_BATCH, config.num_channels, size, size, generator=generator).half()
-    lengths = [PARITY_TEXT_LENGTH, PARITY_TEXT_LENGTH - 3]
+    lengths = [PARITY_TEXT_LENGTH, PARITY_TEXT_LENGTH - (0 if kind == "report_generation" else 3)]
     input_ids = torch.full((PARITY_BATCH, PARITY_TEXT_LENGTH + 2), config.pad_token_id)
     for row, length in enumerate(lengths):
         words = torch.randint(FIRST_WORD_ID, config.vocab_size, (length,), generator=generator)
@@ -395,8 +397,8 @@ def parity_inputs(kind, config, seed=0) -> dict:
     if kind == "pretraining":
         cells = torch.randperm(config.num_image_tokens, generator=generator)[: config.num_pretraining_image_tokens]
         tensors["image_token_indices"] = cells.sort().values
-    cases = parity_cases(kind, config)
-    return {case.input_key(name): tensors[name] for case in cases for name in case.inputs}
+    return {case.input_key(argument): tensors[name] for case in parity_cases(kind, config)
+            for argument, name in case.inputs.items()}
 
 
 def parity_config_fields(kind, config) -> dict:
@@ -489,26 +491,25 @@ def main(argv=None, prog=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = prog or f"python {Path(sys.argv[0]).as_posix()}"
     args = build_parser(prog).parse_args(argv)
-    loaded = utils.load_checkpoint(args.checkpoint)
-    original_config = json.loads(Path(args.config).read_text()) if args.config else loaded.config
-    id2label = dict(enumerate(json.loads(Path(args.label_names).read_text()))) if args.label_names else None
-    model = convert_state_dict(loaded.state_dict, args.kind, original_config, args.image_size,
-                               args.num_pretraining_image_tokens, args.attention_mask_type, id2label)
-    checkpoint_sha256 = utils.sha256_files(loaded.files)
-    record = parity_record(model, args.kind, args.reference, checkpoint_sha256)
-    processor = build_processor(model.config, args.tokenizer_dir)
-    staging = utils.prepare_output_folder(args.out, args.overwrite)
-    model.save_pretrained(staging)
-    processor.save_pretrained(staging)
-    record.conversion = {
-        "source_checkpoint": f"{Path(args.checkpoint).name} (sha256 {checkpoint_sha256[:16]}…, "
-                             f"{ORIGINAL_REPOSITORY}@{ORIGINAL_COMMIT})",
-        "script": SCRIPT, "command": shlex.join([*shlex.split(prog), *argv]),
-        "datasets": [args.dataset or DEFAULT_DATASETS[args.kind]]}
-    parity.write_record(record, staging)
-    if not args.no_card:
-        save_model_card(utils.render_conversion_card(model.config.model_type, record, args.push_to_hub), staging)
-    out = utils.publish_output_folder(staging, args.out)
+    with utils.output_folder(args.out, args.overwrite) as staging:
+        loaded = utils.load_checkpoint(args.checkpoint)
+        original_config = json.loads(Path(args.config).read_text()) if args.config else loaded.config
+        id2label = dict(enumerate(json.loads(Path(args.label_names).read_text()))) if args.label_names else None
+        model = convert_state_dict(loaded.state_dict, args.kind, original_config, args.image_size,
+                                   args.num_pretraining_image_tokens, args.attention_mask_type, id2label)
+        checkpoint_sha256 = utils.sha256_files(loaded.files)
+        record = parity_record(model, args.kind, args.reference, checkpoint_sha256)
+        record.conversion = {
+            "source_checkpoint": f"{Path(args.checkpoint).name} (sha256 {checkpoint_sha256[:16]}…, "
+                                 f"{ORIGINAL_REPOSITORY}@{ORIGINAL_COMMIT})",
+            "script": SCRIPT, "command": shlex.join([*shlex.split(prog), *argv]),
+            "datasets": [args.dataset or DEFAULT_DATASETS[args.kind]]}
+        model.save_pretrained(staging)
+        build_processor(model.config, args.tokenizer_dir).save_pretrained(staging)
+        parity.write_record(record, staging)
+        if not args.no_card:
+            save_model_card(utils.render_conversion_card(model.config.model_type, record, args.push_to_hub), staging)
+    out = Path(args.out)
     if args.push_to_hub:
         push_to_hub(out, args.push_to_hub)
     print(f"converted {args.kind} checkpoint {args.checkpoint} -> {out} ({type(model).__name__}); parity "

@@ -2,9 +2,9 @@
 model came. A converter writes one into every folder it saves (`parity.json` + `parity.safetensors`); `medvlp verify`
 re-runs it; the model card shows it.
 
-A record is model-agnostic: each case names a method of the model (`forward`, `generate`, ...), its tensor inputs
-(stored in the safetensors file as `inputs.<case>.<name>`, passed as keyword arguments; floating ones are cast to the model's dtype) and
-JSON keyword arguments, and which output fields to keep. A field is an attribute of the returned `ModelOutput` or
+A record is model-agnostic: each case names a method of the model (`forward`, `generate`, ...), its tensor
+keyword arguments (record tensors `inputs.<name>`, which cases may share; floating ones are cast to the model's
+dtype), JSON keyword arguments, and which output fields to keep. A field is an attribute of the returned `ModelOutput` or
 an index into a returned tuple; a tuple of per-step tensors (`generate(output_logits=True).logits`) is stacked on
 dimension 1. Large outputs are kept as reductions over their last dimension, so a vocabulary-sized logit tensor
 costs a few kilobytes while still pinning every prediction:
@@ -44,9 +44,9 @@ class ParityMismatchError(ValueError):
 
 @dataclass
 class ParityCase:
-    """name: unique within the record. method: `forward` or the name of a model method. inputs: names of tensor
-    keyword arguments. kwargs: other keyword arguments (JSON values). outputs: {output name: {"field": attribute
-    or tuple index, "reduce": [reductions]}}."""
+    """name: unique within the record. method: `forward` or the name of a model method. inputs: {keyword
+    argument: record tensor name}. kwargs: other keyword arguments (JSON values). outputs: {output name: {"field":
+    attribute or tuple index, "reduce": [reductions]}}."""
 
     name: str
     method: str
@@ -61,8 +61,8 @@ class ParityCase:
                     raise ValueError(f"case {self.name!r}, output {output!r}: unknown reduction {reduction!r}; use full, "
                                      "argmax, top5, logsumexp or stride<N>.")
 
-    def input_key(self, name):
-        return f"inputs.{self.name}.{name}"
+    def input_key(self, argument):
+        return f"inputs.{self.inputs[argument]}"
 
     def output_keys(self):
         return [f"{self.name}.{output}.{reduction}" for output, spec in self.outputs.items() for reduction in spec["reduce"]]
@@ -273,13 +273,25 @@ def _reference_source(record):
     return f"the original implementation ({where}) run{on}{made}{name}{digest}, {reference.get('created', 'undated')}"
 
 
+def describe_comparisons(record) -> str:
+    """Which outputs are compared through reductions rather than in full (a reduction sees only part of a tensor)."""
+    words = {"full": "in full", "argmax": "argmax (identical)", "top5": "top-5 values", "logsumexp": "logsumexp"}
+    reduced = {f"{case.name}.{name}": spec["reduce"] for case in record.cases for name, spec in case.outputs.items()
+               if "full" not in spec["reduce"]}
+    if not reduced:
+        return "every output is compared in full"
+    phrases = {", ".join(words.get(r, f"every {r[len('stride'):]}th entry") for r in reductions)
+               for reductions in reduced.values()}
+    return f"{', '.join(reduced)} compared through {'; '.join(sorted(phrases))}, the other outputs in full"
+
+
 def card_parity_fields(record) -> dict:
     """The `conversion=` fields of `render_model_card` that come from the record."""
     return {"parity_status": record.status,
             "max_abs_diffs": {key: result["max_abs_diff"] for key, result in record.results.items()
                               if record.reference["implementation"] == "original"},
             "tolerance": dict(record.tolerance),
-            "reference": describe_reference(record)}
+            "reference": f"{describe_reference(record)}. Outputs: {describe_comparisons(record)}"}
 
 
 def environment() -> dict:
