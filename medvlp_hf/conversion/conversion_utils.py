@@ -138,8 +138,10 @@ def _read_weights(file):
     try:
         loaded = torch.load(file, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(file))
     except Exception as error:  # torch raises UnpicklingError/RuntimeError/EOFError for files it will not read
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = next((line for line in lines if "Unsupported global" in line), lines[0] if lines else repr(error))
         raise CheckpointError(
-            f"torch.load(weights_only=True) cannot read {file}: {error}. If the file holds Python objects besides "
+            f"torch.load(weights_only=True) cannot read {file}: {reason} If the file holds Python objects besides "
             "tensors (e.g. an argparse.Namespace), load it once yourself in a trusted environment and save only "
             "the state dict (`torch.save(checkpoint['model'], 'weights.pth')`)."
         ) from error

@@ -267,7 +267,7 @@ def _reference_source(record):
                 "implementation was given, so parity with it is not verified for this checkpoint)")
     where = f"{reference.get('repository', 'the original repository')}@{reference.get('commit', '?')}"
     made = f", recorded by `{reference['producer']}`" if reference.get("producer") else ""
-    name = f" `{reference['name']}`" if reference.get("name") else ""
+    name = f" as `{reference['name']}`" if reference.get("name") else ""
     digest = f" (sha256 {reference['sha256'][:16]}…)" if reference.get("sha256") else ""
     on = " on the same checkpoint" if reference.get("checkpoint_sha256") else ""
     return f"the original implementation ({where}) run{on}{made}{name}{digest}, {reference.get('created', 'undated')}"

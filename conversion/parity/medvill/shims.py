@@ -29,9 +29,26 @@ from torch import nn
 def install(bert_config: dict, resnet: dict | None):
     """bert_config: the BERT config every `BertConfig.from_pretrained` returns. resnet: None for torchvision's
     ResNet-50, else {"stem": int, "widths": [4 ints], "depths": [4 ints]}."""
+    prepare()
+    configure(bert_config, resnet)
+
+
+def prepare():
+    """The patches that do not depend on the model size (1, 2's operator schemas, 4); run it before anything
+    imports torchvision, transformers' image processing included."""
+    if getattr(prepare, "done", False):
+        return
     torch.Tensor.cuda = lambda self, *args, **kwargs: self
     nn.Module.cuda = lambda self, *args, **kwargs: self
     _stub_modules()
+    library = torch.library.Library("torchvision", "FRAGMENT")
+    library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    prepare.library, prepare.done = library, True  # keep the schemas registered
+
+
+def configure(bert_config: dict, resnet: dict | None):
+    """The size-dependent patches (2's ResNet builders, 3)."""
     _patch_torchvision(resnet)
     _patch_transformers(bert_config)
 
@@ -57,10 +74,6 @@ def _stub_modules():
 
 
 def _patch_torchvision(resnet):
-    library = torch.library.Library("torchvision", "FRAGMENT")
-    library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    sys.modules[__name__]._torchvision_library = library  # keep the schemas registered
     import torchvision
     from torchvision.models import resnet as resnet_module
 
