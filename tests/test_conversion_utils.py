@@ -176,3 +176,19 @@ def test_output_folder_is_replaced_only_on_success(tmp_path):
     with utils.output_folder(out, overwrite=True) as staging:
         (staging / "b.txt").write_text("second")
     assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+
+
+def test_conversion_code_reaches_the_models_only_through_the_auto_classes():
+    """DESIGN.md: conversion code imports no model folder (medvlp_hf.models.*), so a model's facts live on its classes."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = [*(root / "medvlp_hf" / "conversion").glob("*.py"), *(root / "conversion").rglob("*.py")]
+    offenders = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.relative_to(root)}: {name}" for name in names if name.startswith("medvlp_hf.models")]
+    assert len(files) >= 10 and offenders == []

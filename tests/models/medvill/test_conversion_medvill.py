@@ -6,6 +6,7 @@ harness's seed; each test converts a checkpoint and requires the medvlp-hf outpu
 and greedy tokens to be identical.
 """
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -375,54 +376,40 @@ def test_processor_matches_the_original_preprocessing(data_dir):
 
 
 FULL_SIZE_CHECKPOINT_SCRIPT = """
-import sys, torch
-sys.path.insert(0, {conversion_dir!r})
-import convert_medvill_original_checkpoint as conv
-base = conv.Geometry(**{geometry!r}, num_labels=None)
-generator = torch.Generator().manual_seed(0)
-state = {{}}
-for entry in conv.original_key_table("pretraining", base):
-    if entry.role in ("shared", "tied"):
-        state[entry.original] = state[entry.source].clone()
-    elif entry.original.endswith("position_ids"):
-        state[entry.original] = torch.arange(entry.shape[-1])[None]
-    elif entry.dtype == torch.int64:
-        state[entry.original] = torch.tensor(7)
-    else:
-        state[entry.original] = torch.randn(entry.shape, generator=generator) * 0.02
-torch.save(state, {checkpoint!r})
-"""
-FULL_SIZE_CONVERSION_SCRIPT = """
-import resource, sys
-sys.path.insert(0, {conversion_dir!r})
-import convert_medvill_original_checkpoint as conv
-conv.main(["--checkpoint", {checkpoint!r}, "--kind", "pretraining", "--out", {out!r}])
-print("PEAK_RSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+import torch
+from medvlp_hf.conversion import convert_medvill_original_checkpoint as conv
+torch.save(conv.seeded_checkpoint("pretraining", conv.Geometry(**{geometry!r}, num_labels=None), 0), {checkpoint!r})
 """
 
 
-def run_python(script, **fields):
-    result = subprocess.run([sys.executable, "-c", script.format(conversion_dir=str(CONVERTER.parent), **fields)],
-                            capture_output=True, text=True, timeout=1200)
+def run_python(*command):
+    result = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=1800,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    return result
 
 
 @pytest.mark.slow
 def test_full_size_random_checkpoint_converts_within_memory(tmp_path):
-    """A BERT-base + ResNet-50 original-layout pre-training checkpoint (531 keys + position_ids, random
-    weights) converts end to end in a fresh process; its peak RSS is measured."""
+    """A BERT-base + ResNet-50 original-layout pre-training checkpoint (531 keys + position_ids, seeded weights)
+    converts end to end with the checkout's script in a fresh process (including its own parity record at 512x512);
+    its peak RSS is measured."""
     checkpoint, out = tmp_path / "pytorch_model.bin", tmp_path / "hf"
-    run_python(FULL_SIZE_CHECKPOINT_SCRIPT, checkpoint=str(checkpoint), geometry=BASE_GEOMETRY)
-    stdout = run_python(FULL_SIZE_CONVERSION_SCRIPT, checkpoint=str(checkpoint), out=str(out))
+    run_python("-c", FULL_SIZE_CHECKPOINT_SCRIPT.format(checkpoint=str(checkpoint), geometry=BASE_GEOMETRY))
+    measure = ("import resource, runpy, sys; sys.argv = sys.argv[1:]; "
+               "runpy.run_path(sys.argv[0], run_name='__main__'); "
+               "print('PEAK_RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    stdout = run_python("-c", measure, str(CONVERTER_SCRIPT), "--checkpoint", str(checkpoint), "--kind", "pretraining",
+                        "--out", str(out)).stdout
     peak_mb = float(stdout.split("PEAK_RSS_MB")[1].split()[0])
     checkpoint_mb = checkpoint.stat().st_size / 2**20
     print(f"full-size conversion: checkpoint {checkpoint_mb:.0f} MB, peak RSS {peak_mb:.0f} MB")
     assert peak_mb < 2 * checkpoint_mb + 1024, f"peak RSS {peak_mb:.0f} MB for a {checkpoint_mb:.0f} MB checkpoint"
     loaded = AutoModelForPreTraining.from_pretrained(out)
     assert sum(p.numel() for p in loaded.parameters()) == 135_188_092
-    assert {"README.md", "config.json", "model.safetensors"} <= {path.name for path in out.iterdir()}
+    assert {"README.md", "config.json", "model.safetensors", "parity.json"} <= {path.name for path in out.iterdir()}
     assert AutoProcessor.from_pretrained(out).image_processor.size["height"] == 512
+    assert "python " in parity.read_record(out).conversion["command"]
 
 
 RELEASED_GEOMETRY = FIXTURES / "released_geometry"
