@@ -238,10 +238,8 @@ def fill_model(model, weights, tied_targets=(), fix_hint=""):
 
 
 def processor_class(config):
-    """The processor class registered for `config` with AutoProcessor.
-
-    # TODO(integrator): replace by `medvlp_hf.auto.default_processor(config)` once it lands on main.
-    """
+    """The processor class registered for `config` with AutoProcessor (to build one from tokenizer files other than
+    the bundled ones `medvlp_hf.default_processor` uses)."""
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
     return PROCESSOR_MAPPING[type(config)]

@@ -252,8 +252,9 @@ def teacher_forced_decode(run, state_dict, pixel_values, reports, len_vis_input,
     items = [pipeline((run.image_path, len_vis_input, " ".join(words))) for words in reports]
     input_ids, segment_ids, position_ids, input_mask, _, _, _, reference = [
         torch.stack(column) if isinstance(column[0], torch.Tensor) else torch.tensor(column) for column in zip(*items)]
-    # The loop reads gt_token[start_pos - 258] (258 = len_vis_input + 2 of the released model); padded to
-    # 258 - (len_vis_input + 2) + max_txt_length... that negative index lands on gt_token[start_pos - (N + 2)].
+    # The loop reads gt_token[start_pos - 258] (258 = len_vis_input + 2 of the released model). Padded to length
+    # 258 - (len_vis_input + 2), that index, negative for a smaller len_vis_input, lands on
+    # gt_token[start_pos - (len_vis_input + 2)], the released model's behaviour (no-op at the released size).
     gt_token = torch.nn.functional.pad(reference, (0, max(0, 258 - (len_vis_input + 2) - reference.shape[1])))
     with torch.no_grad():
         tokens, _, logits = model(pixel_values, None, input_ids, segment_ids, position_ids, input_mask, gt_token,
