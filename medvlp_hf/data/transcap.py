@@ -12,6 +12,11 @@ captions (the original samples one of five fixed LLM captions per image, `descri
     pairs = apply_transcap(dataset_dict, spec, pipeline=llm)    # phrasings from a local text-generation pipeline
     pairs["train"][0]["caption"]   # 'Cardiomegaly is seen. This is a posteroanterior (PA) view.'
 
+Generating phrasings takes a while with a real model: build them once and keep them,
+
+    phrasebook = build_phrasebook(attribute_values(add_transcap_attributes(dataset_dict, spec)), pipeline=llm)
+    phrasebook.save("phrasings.json")   # later: apply_transcap(dataset_dict, spec, Phrasebook.load("phrasings.json"))
+
 Age and sex are not paper attributes; a spec includes them only when asked (`DEMOGRAPHIC_ATTRIBUTES`).
 """
 from __future__ import annotations
@@ -269,8 +274,7 @@ class TransCapCaptions:
         dictionaries = self._column(batch, self.attributes_column)
         generators = self._generators(batch, len(dictionaries))
         batch[self.caption_column] = [
-            compose_caption(_present(dictionary), self.phrasebook, rng,
-                            self.keep_probability, self.always)
+            compose_caption(_present(dictionary), self.phrasebook, rng, self.keep_probability, self.always)
             for dictionary, rng in zip(dictionaries, generators, strict=True)
         ]
         return batch
