@@ -34,6 +34,7 @@ DATASETS = {
     "iu_xray": DatasetEntry(lambda args: data.load_iu_xray(args.data_dir), frozenset({REPORT_GENERATION, PRETRAINING})),
     "roco": DatasetEntry(lambda args: data.load_roco(args.data_dir), frozenset({PRETRAINING})),
     "medicat": DatasetEntry(lambda args: data.load_medicat(args.data_dir), frozenset({PRETRAINING})),
+    "transcap_nih": DatasetEntry(lambda args: data.load_transcap_nih(args.data_dir), frozenset({PRETRAINING})),
 }
 
 

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..imaging import to_pil_image
+from ..randomness import WorkerSeededGenerator
 
 PROTOCOL = "the processor protocol of medvlp_hf.data.collators.base"
 
@@ -58,17 +59,12 @@ class ProcessorCollator:
         self.image_column = image_column
         self.processor_kwargs = dict(processor_kwargs or {})
         self.seed = seed
-        self._generator = torch.Generator().manual_seed(seed)
-        self._worker_seed = None
+        self._random = WorkerSeededGenerator(seed)
 
     @property
     def generator(self) -> torch.Generator:
         """The collator's generator; inside a DataLoader worker, one seeded by (seed, worker seed)."""
-        worker = torch.utils.data.get_worker_info()
-        if worker is not None and worker.seed != self._worker_seed:
-            self._worker_seed = worker.seed
-            self._generator = torch.Generator().manual_seed((self.seed * 1_000_003 + worker.seed) % 2**63)
-        return self._generator
+        return self._random.get()
 
     def images_of(self, examples: Sequence[Mapping]) -> list:
         return [to_pil_image(example[self.image_column]) for example in examples]
