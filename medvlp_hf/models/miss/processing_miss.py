@@ -103,23 +103,25 @@ class MISSProcessor(ProcessorMixin):
         return cls(image_processor=image_processor, tokenizer=tokenizer)
 
     def check_model_config(self, config) -> None:
-        """Raise ValueError when `config.text_config` names other special-token ids than this tokenizer's, or has
-        fewer word embeddings than the tokenizer has tokens."""
-        text_config = getattr(config, "text_config", config)
+        """Raise ValueError when `config` (or its `text_config`) names other special-token ids than this tokenizer's,
+        or has fewer word embeddings than the tokenizer has tokens."""
+        text_config = getattr(config, "text_config", None)
         expected = {
             "bos_token_id": self.dec_token_id,
             "enc_token_id": self.enc_token_id,
+            "cls_token_id": self.tokenizer.cls_token_id,
             "sep_token_id": self.tokenizer.sep_token_id,
             "pad_token_id": self.tokenizer.pad_token_id,
         }
-        for name, token_id in expected.items():
-            value = getattr(text_config, name, None)
-            if value is not None and value != token_id:
-                raise ValueError(
-                    f"the model config's {name}={value} but the tokenizer's is {token_id}: the config was made for "
-                    "another tokenizer; build the processor from that tokenizer or fix the config."
-                )
-        vocab_size = getattr(text_config, "vocab_size", None)
+        for source, prefix in ((config, ""), (text_config, "text_config.")):
+            for name, token_id in expected.items():
+                value = getattr(source, name, None)
+                if value is not None and value != token_id:
+                    raise ValueError(
+                        f"the model config's {prefix}{name}={value} but the tokenizer's is {token_id}: the config was "
+                        "made for another tokenizer; build the processor from that tokenizer or fix the config."
+                    )
+        vocab_size = getattr(text_config, "vocab_size", getattr(config, "vocab_size", None))
         if vocab_size is not None and vocab_size < len(self.tokenizer):
             raise ValueError(
                 f"the model config's vocab_size={vocab_size} is smaller than the tokenizer's {len(self.tokenizer)} "

@@ -39,12 +39,16 @@ class MISSProcessorTester(ProcessorTester):
         return config.vision_config.image_size
 
 
-def miss_config(image_size=48, **text_config):
-    """The fields `from_model_config` reads, as MISSConfig (being written) holds them: `vision_config.image_size` and
-    `text_config` with the vocabulary size and special-token ids."""
-    text_config = {"vocab_size": 30524, "bos_token_id": DEC, "pad_token_id": PAD, "sep_token_id": SEP, **text_config}
-    vision_config = SimpleNamespace(image_size=image_size)
-    return SimpleNamespace(vision_config=vision_config, text_config=SimpleNamespace(**text_config))
+def miss_config(image_size=48, vocab_size=30524, **token_ids):
+    """The fields `from_model_config` reads, laid out as MISSConfig (written in parallel on the model branch) holds
+    them: special-token ids on the config, `vision_config.image_size`, `text_config.vocab_size`/`pad_token_id`.
+    Once MISSConfig is merged, `MISSConfig.from_preset("tiny")` replaces this stand-in."""
+    ids = {"pad_token_id": PAD, "cls_token_id": CLS, "sep_token_id": SEP, "bos_token_id": DEC, "enc_token_id": ENC}
+    return SimpleNamespace(
+        vision_config=SimpleNamespace(image_size=image_size),
+        text_config=SimpleNamespace(vocab_size=vocab_size, pad_token_id=PAD),
+        **{**ids, **token_ids},
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -391,6 +395,12 @@ def test_from_model_config_checks_the_config_against_the_tokenizer():
     assert not processor.image_processor.rescale_twice_as_released, "new training uses BLIP's preprocessing"
     with pytest.raises(ValueError, match=re.escape("bos_token_id=1 but the tokenizer's is 30522")):
         MISSProcessor.from_model_config(miss_config(bos_token_id=1), directory)
+    with pytest.raises(ValueError, match=re.escape("config's enc_token_id=30522 but the tokenizer's is 30523")):
+        MISSProcessor.from_model_config(miss_config(enc_token_id=DEC), directory)
+    config = miss_config()
+    config.text_config.pad_token_id = 1
+    with pytest.raises(ValueError, match=re.escape("config's text_config.pad_token_id=1 but the tokenizer's is 0")):
+        MISSProcessor.from_model_config(config, directory)
     with pytest.raises(ValueError, match=re.escape("vocab_size=30522 is smaller than the tokenizer's 30524 tokens")):
         MISSProcessor.from_model_config(miss_config(vocab_size=30522), directory)
     with pytest.raises(ValueError, match="no vision_config.image_size"):
