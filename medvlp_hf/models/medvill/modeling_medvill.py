@@ -593,8 +593,8 @@ class MedViLLModel(MedViLLPreTrainedModel):
                 f"(size={self.config.image_size})."
             )
         dtype = self.embeddings.image_projection.weight.dtype
-        # Channels-last activations spare the convolutions their layout reorders (benchmarks/bench_forward.py).
-        return self.image_encoder(pixel_values.to(dtype=dtype, memory_format=torch.channels_last))
+        layout = torch.channels_last if self.config.resnet_channels_last else torch.contiguous_format
+        return self.image_encoder(pixel_values.to(dtype=dtype, memory_format=layout))
 
     def forward(
         self,
