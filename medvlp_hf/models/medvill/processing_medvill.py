@@ -47,6 +47,9 @@ class MedViLLProcessor(ProcessorMixin):
             (253 wordpieces, the original text budget).
     """
 
+    # The kinds of text `__call__` encodes (`text_kind`); the task collators ask for "question" in VQA.
+    text_kinds = TEXT_KINDS
+
     def __init__(self, image_processor=None, tokenizer=None, max_length=DEFAULT_TEXT_MAX_LENGTH, **kwargs):
         if max_length < 2:
             raise ValueError(f"max_length={max_length} leaves no room for the two [SEP] of the text stream.")

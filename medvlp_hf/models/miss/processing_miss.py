@@ -62,6 +62,9 @@ class MISSProcessor(ProcessorMixin):
     # The bundled tokenizer files (a folder of medvlp_hf/resources) a new MISS processor is built from.
     default_tokenizer = "bert-base-uncased"
 
+    # The kinds of text `__call__` encodes (`text_kind`); the task collators ask for "question" in VQA.
+    text_kinds = TEXT_KINDS
+
     def __init__(
         self,
         image_processor=None,

@@ -417,7 +417,7 @@ def test_collators_produce_the_miss_training_inputs(processor, colour_image):
         {"image": colour_image, "question": QUESTIONS[1], "answer": "yes", "report": CAPTIONS[1]},
         {"image": colour_image, "question": "Where is the mass?", "answer": "left upper lobe", "report": CAPTIONS[2]},
     ]
-    vqa = GenerativeVQACollator(processor, processor_kwargs={"text_kind": "question"})(examples)
+    vqa = GenerativeVQACollator(processor)(examples)  # the collator asks for the processor's question mode
     expected = processor(
         images=[colour_image] * 2,
         text=[e["question"] for e in examples],
