@@ -759,7 +759,8 @@ class MISSPreTrainedModel(PreTrainedModel):
         saved_by = (model.config.architectures or [None])[0]
         if saved_by != cls.__name__:
             missing = model._restore_derived_state(missing)
-        if saved_by == "MISSForPreTraining" and missing & {key for key in model.state_dict() if key.startswith("text_decoder.")}:
+        decoder_missing = {key for key in missing if key.startswith("text_decoder.")}
+        if saved_by == "MISSForPreTraining" and hasattr(cls, "from_pretraining") and decoder_missing:
             raise ValueError(
                 f"{cls.__name__}.from_pretrained({str(source)!r}) got a MISSForPreTraining checkpoint, whose decoder "
                 f"shares all but its self-attention with the encoder and is saved only once. Build the "
@@ -1303,9 +1304,9 @@ class MISSForVQA(MISSDecodingMixin, MISSPreTrainedModel, GenerationMixin):
         self.text_encoder = MISSTextModel(config.text_config)
         self.text_decoder = MISSTextDecoder(config.text_config)
         self.post_init()
+        # the released inference: 3 beams, at most 10 tokens with the [DEC] start (`max_length=10, min_length=1`)
         self.generation_config.num_beams = 3
-        self.generation_config.max_length = 10
-        self.generation_config.min_length = 1
+        self.generation_config.max_new_tokens = 9
 
     def get_input_embeddings(self):
         return self.text_encoder.embeddings.word_embeddings
@@ -1466,6 +1467,7 @@ class MISSForReportGeneration(MISSDecodingMixin, MISSPreTrainedModel, Generation
         self.vision_model = MISSVisionModel(config.vision_config)
         self.text_decoder = MISSTextDecoder(config.text_config)
         self.post_init()
+        # `MISS_Decoder.generate`'s beam search: 3 beams, 10 to 30 tokens with the prompt
         self.generation_config.num_beams = 3
         self.generation_config.max_length = 30
         self.generation_config.min_length = 10
