@@ -1186,9 +1186,9 @@ class MISSDecodingMixin:
             cache = EncoderDecoderCache(cache, DynamicCache())
         kv_cache = cache if use_cache or (cache is not None and cache.get_seq_length() > 0) else None
         if kv_cache is None or kv_cache.get_seq_length() == 0:
+            mask = decoder_attention_mask if decoder_attention_mask is not None else torch.ones_like(decoder_input_ids)
             decoder_input_ids = with_first_token(
-                decoder_input_ids, decoder_attention_mask if decoder_attention_mask is not None else
-                torch.ones_like(decoder_input_ids), self.config.bos_token_id, self.config, "decoder inputs",
+                decoder_input_ids, mask, self.config.bos_token_id, self.config, "decoder inputs"
             )
         outputs, logits = self.text_decoder(
             decoder_input_ids, decoder_attention_mask, encoder_hidden_states, encoder_attention_mask, kv_cache,
@@ -1280,12 +1280,6 @@ class MISSDecodingMixin:
         return model.to(pretrained.dtype)
 
 
-@dataclass
-class MISSForVQAOutput(MISSDecoderOutput):
-    """The decoder's output over the answer `[DEC] a_1..a_n [SEP]`; loss: per-answer summed label-smoothed
-    cross-entropy averaged over the questions (`miss_vqa.py`)."""
-
-
 class MISSForVQA(MISSDecodingMixin, MISSPreTrainedModel, GenerationMixin):
     """Generative VQA (`models/miss_vqa.py`): the question `[ENC] q_1..q_n [SEP]` goes through the JTM encoder over the
     image, the answer `[DEC] a_1..a_n [SEP]` comes from an untied decoder cross-attending the question states.
@@ -1343,12 +1337,13 @@ class MISSForVQA(MISSDecodingMixin, MISSPreTrainedModel, GenerationMixin):
         output_hidden_states=None,
         return_dict=None,
         **kwargs,
-    ) -> MISSForVQAOutput:
+    ) -> MISSDecoderOutput:
         r"""
         input_ids / attention_mask: (B, Lq) questions `[CLS] q_1..q_n [SEP]` (or `[ENC]` first); pixel_values their images.
         decoder_input_ids / decoder_attention_mask: (B, La) answers `[DEC] a_1..a_n [SEP]` (built from `labels` when
             not given: -100 becomes [PAD], position 0 [DEC]).
-        labels: (B, La) aligned with the decoder input, -100 at position 0 and at padding.
+        labels: (B, La) aligned with the decoder input, -100 at position 0 and at padding. The loss is the
+            per-answer summed label-smoothed cross-entropy averaged over the questions (`miss_vqa.py`).
         encoder_hidden_states / encoder_attention_mask: precomputed question states and their mask (`generate`).
         cache / past_key_values: the KV cache (one argument under its transformers >= 5.24 and older names).
         """
@@ -1379,7 +1374,7 @@ class MISSForVQA(MISSDecodingMixin, MISSPreTrainedModel, GenerationMixin):
         if labels is not None:
             per_answer = decoder_cross_entropy(logits, labels, self.config.label_smoothing, "sum_per_sample")
             loss = per_answer.mean()
-        return MISSForVQAOutput(
+        return MISSDecoderOutput(
             loss=loss,
             logits=logits,
             **{KV_CACHE: kv_cache},
@@ -1422,7 +1417,8 @@ class MISSForVQA(MISSDecodingMixin, MISSPreTrainedModel, GenerationMixin):
 
         Args:
             input_ids / attention_mask / pixel_values: (B, Lq) questions and (B, 3, H, W) their images.
-            answer_input_ids / answer_attention_mask: (A, La) candidates `[DEC] a_1..a_n [SEP]` (or `[CLS]` first).
+            answer_input_ids / answer_attention_mask: (A, La) candidates `[DEC] a_1..a_n [SEP]` (or `[CLS]` first),
+                right-padded.
             k: how many candidates to score per question.
         """
         if attention_mask is None:
@@ -1435,7 +1431,7 @@ class MISSForVQA(MISSDecodingMixin, MISSPreTrainedModel, GenerationMixin):
         states = self.encode_question(input_ids, pixel_values, attention_mask).last_hidden_state
         batch_size, candidates = input_ids.shape[0], answer_input_ids.shape[0]
         k = min(k, candidates)
-        start = answer_input_ids[:1, :1].expand(batch_size, 1)
+        start = torch.full((batch_size, 1), self.config.bos_token_id, device=input_ids.device)
         _, first_logits = self.text_decoder(start, None, states, attention_mask)
         first_token_probabilities = first_logits[:, 0].float().softmax(-1)[:, answer_input_ids[:, 1]]
         top_k_indices = first_token_probabilities.topk(k, dim=1).indices

@@ -113,6 +113,30 @@ def test_towers_equal_transformers_blip_towers():
         torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=1e-5)
 
 
+def test_stochastic_depth_drops_whole_residual_branches_per_sample_in_training_only():
+    """timm's DropPath: block i drops each sample's residual branches with drop_path_rate * i / (layers - 1) and scales
+    kept ones by 1 / (1 - rate); evaluation is deterministic."""
+    model = build(MISSModel, vision_config={"drop_path_rate": 0.5, "num_hidden_layers": 3})
+    assert [layer.drop_path_rate for layer in model.vision_model.encoder.layers] == [0.0, 0.25, 0.5]
+    layer = model.vision_model.encoder.layers[2]
+    hidden = torch.randn(64, 5, model.config.vision_config.hidden_size)
+    with torch.no_grad():
+        attended, _ = layer.self_attn(layer.layer_norm1(hidden))
+        kept = hidden + 2 * attended
+        expected = {"drop both": hidden, "keep attention": kept, "keep mlp": hidden + 2 * layer.mlp(layer.layer_norm2(hidden)),
+                    "keep both": kept + 2 * layer.mlp(layer.layer_norm2(kept))}
+        torch.manual_seed(0)
+        output, _ = layer.train()(hidden)
+        seen = set()
+        for row in range(64):
+            matches = [name for name, value in expected.items() if torch.allclose(output[row], value[row], atol=1e-5)]
+            assert len(matches) == 1, row
+            seen.add(matches[0])
+        assert seen == set(expected), "all four per-sample outcomes occur"
+        evaluation, _ = layer.eval()(hidden)
+        torch.testing.assert_close(evaluation, hidden + attended + layer.mlp(layer.layer_norm2(hidden + attended)))
+
+
 # ------------------------------------------------------------------ pre-training losses
 
 
