@@ -58,7 +58,9 @@ def _arguments(output_dir, **overrides):
 
 def _enqueue_in_process(rank, world_size, port, tester, output_dir):
     """One DDP process (gloo, CPU): a training forward on its own pairs, then `momentum_step()`; saves its queue."""
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+    )
     try:
         torch.manual_seed(0)
         model = tester.model_class(tester.get_config(queue_size=16)).train()
@@ -92,7 +94,8 @@ class MomentumTesterMixin:
         recorder = _Recorder()
         rows = self.momentum_tester.pair_rows(model.config, 12)
         args = _arguments(tmp_path, gradient_accumulation_steps=2, max_steps=3)
-        Trainer(model=model, args=args, train_dataset=Rows(rows), callbacks=[MomentumUpdateCallback(), recorder]).train()
+        callbacks = [MomentumUpdateCallback(), recorder]
+        Trainer(model=model, args=args, train_dataset=Rows(rows), callbacks=callbacks).train()
         assert recorder.pointers == [4, 8, 12]
         for online in recorder.online:
             expected = {name: expected[name] * momentum + online[name] * (1 - momentum) for name in expected}
