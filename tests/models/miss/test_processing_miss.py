@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoImageProcessor, AutoProcessor, BertTokenizer, PretrainedConfig
+from transformers import AutoImageProcessor, AutoProcessor, BertTokenizer
 
 import medvlp_hf  # noqa: F401  (registers the zoo's Auto classes)
-from medvlp_hf.auto import ZOO_MODEL_TYPES
 from medvlp_hf.data.collators.report_generation import ReportGenerationCollator
 from medvlp_hf.data.collators.vqa import GenerativeVQACollator
-from medvlp_hf.models.miss import MISSImageProcessor, MISSProcessor
+from medvlp_hf.models.miss import MISSConfig, MISSImageProcessor, MISSProcessor
 from medvlp_hf.resources import bert_base_uncased_vocab_file, tokenizer_dir
 from tests.common.processor_tester import ProcessorTester, ProcessorTesterMixin
 
@@ -33,37 +32,22 @@ class MISSProcessorTester(ProcessorTester):
     target_calls = (({}, "input_ids"), ({"text_kind": "question"}, "decoder_input_ids"))
 
     def get_model_config(self):
-        return miss_config()
+        return MISSConfig.from_preset("tiny")
 
     def model_config_image_size(self, config):
         return config.vision_config.image_size
 
 
 def miss_config(image_size=48, vocab_size=30524, **token_ids):
-    """The fields `from_model_config` reads, laid out as MISSConfig (written in parallel on the model branch) holds
-    them: special-token ids on the config, `vision_config.image_size`, `text_config.vocab_size`/`pad_token_id`.
-    Once MISSConfig is merged, `MISSConfig.from_preset("tiny")` replaces this stand-in."""
+    """The fields `from_model_config` reads, laid out as MISSConfig holds them (special-token ids on the config,
+    `vision_config.image_size`, `text_config.vocab_size`/`pad_token_id`), free to disagree with the tokenizer in ways
+    MISSConfig's own validation refuses, to test the processor's checks."""
     ids = {"pad_token_id": PAD, "cls_token_id": CLS, "sep_token_id": SEP, "bos_token_id": DEC, "enc_token_id": ENC}
     return SimpleNamespace(
         vision_config=SimpleNamespace(image_size=image_size),
         text_config=SimpleNamespace(vocab_size=vocab_size, pad_token_id=PAD),
         **{**ids, **token_ids},
     )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def miss_processors_known_to_auto_classes():
-    """medvlp_hf.auto registers a model's processors together with its config; MISSConfig is written in parallel,
-    so until it lands the processors are registered here against a stand-in config class (AutoProcessor and
-    AutoImageProcessor only need the class names of a saved folder to be registered)."""
-    if "miss" in ZOO_MODEL_TYPES:
-        pytest.fail("medvlp_hf registers MISS now: delete this stand-in registration")
-
-    class MISSProcessorTestConfig(PretrainedConfig):
-        model_type = "miss-processor-test"
-
-    AutoImageProcessor.register(MISSProcessorTestConfig, slow_image_processor_class=MISSImageProcessor, exist_ok=True)
-    AutoProcessor.register(MISSProcessorTestConfig, MISSProcessor, exist_ok=True)
 
 
 class TestMISSProcessor(ProcessorTesterMixin):
