@@ -7,6 +7,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["medvlp_hf", "medvlp_hf.*"]),
+    # the `medvlp` command's entry point: runs medvlp_hf/cli.py without importing the package (fast --help)
+    py_modules=["medvlp_cli"],
     package_data={"medvlp_hf": ["**/*.txt", "**/*.json", "**/LICENSE*", "**/*.md"]},
     python_requires=">=3.10",
     install_requires=[
@@ -23,9 +25,9 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "dicom": ["pydicom"],
+        "dicom": ["pydicom>=3"],
         "metrics": ["pycocoevalcap", "scikit-learn"],
-        "dev": ["pytest", "pydicom", "pycocoevalcap", "scikit-learn"],
+        "dev": ["pytest", "pydicom>=3", "pycocoevalcap", "scikit-learn"],
     },
-    entry_points={"console_scripts": ["medvlp=medvlp_hf.cli:main"]},
+    entry_points={"console_scripts": ["medvlp=medvlp_cli:main"]},
 )

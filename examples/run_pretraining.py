@@ -66,8 +66,8 @@ def main(argv=None):
     def collator(dataset):
         if dataset is None:
             return None
-        return PreTrainingCollator(processor, negatives=negatives_for(dataset, column), max_length=data_args.max_seq_length,
-                                   text_column=column, seed=training_args.seed)
+        return PreTrainingCollator(processor, negatives=negatives_for(dataset, column), mask_first_if_none=True,
+                                   max_length=data_args.max_seq_length, text_column=column, seed=training_args.seed)
 
     trainer = MedVLPTrainer(
         model=model,

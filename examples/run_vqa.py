@@ -76,9 +76,7 @@ def main(argv=None):
     processor = build_processor(model_args, config)
     training_answers = splits.get("train", dataset_dict.get("train"))
     baseline = majority_answers(training_answers, answers) if training_answers is not None else {}
-    collator = VQACollator(
-        processor, answers, max_length=data_args.max_seq_length, processor_kwargs={"text_kind": "question"}
-    )
+    collator = VQACollator(processor, answers, max_length=data_args.max_seq_length)
     trainer = MedVLPTrainer(
         model=model,
         args=training_args,

@@ -29,3 +29,13 @@ def data_dir():
 @pytest.fixture(scope="session")
 def bert_vocab_file(data_dir):
     return data_dir / "tokenizers" / "bert-base-uncased" / "vocab.txt"
+
+
+def pytest_generate_tests(metafunc):
+    """Shared testers (tests/common): a test marked `@for_heads(kind)` runs once per head class of that kind of the
+    test class's model tester."""
+    kind = getattr(metafunc.function, "head_kind", None)
+    if kind is None or metafunc.cls is None:
+        return
+    classes = metafunc.cls.tester.heads(kind)
+    metafunc.parametrize("model_class", classes, ids=[model_class.__name__ for model_class in classes])

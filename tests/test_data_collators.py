@@ -1,22 +1,50 @@
-"""Task collators with the real MedViLL processor: shapes, label semantics, negatives, determinism."""
+"""Task collators on three real processors with different text layouts: MedViLL's `[SEP] w [SEP]`, transformers'
+BlipProcessor with bert-base-uncased WordPiece (`[CLS] w [SEP]`) and CLIPProcessor with RoBERTa BPE (`<s> w </s>`,
+needs the real-data tokenizer files). Shapes, label semantics, MLM on text tokens only, negatives, determinism."""
 import numpy as np
 import pytest
 import torch
+from transformers import (
+    BertTokenizer, BlipImageProcessorPil, BlipProcessor, CLIPImageProcessorPil, CLIPProcessor, RobertaTokenizer,
+)
 
 from medvlp_hf.data import (
-    DEMO_ANSWERS, ClassificationCollator, GenerativeVQACollator, LabelConditionedNegatives, PreTrainingCollator,
+    DEMO_ANSWERS, ClassificationCollator, LabelConditionedNegatives, PreTrainingCollator,
     RandomNegatives, ReportGenerationCollator, RetrievalGroupCollator, RetrievalPairCollator, VQACollator,
     label_set, load_demo, retrieval_candidate_groups,
 )
 from medvlp_hf.data.collators import IGNORE_INDEX
+from medvlp_hf.models.medvill.processing_medvill import MedViLLProcessor
+from medvlp_hf.resources import bert_base_uncased_vocab_file
 from tests.test_data_support import medvill_processor
 
-SEP, PAD, MASK = 102, 0, 103
+
+def blip_bert_processor():
+    """`[CLS] wordpieces [SEP]`, BLIP's image processor at 32x32."""
+    tokenizer = BertTokenizer(str(bert_base_uncased_vocab_file()))
+    return BlipProcessor(BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer)
+
+
+def clip_roberta_processor(data_dir):
+    """`<s> BPE tokens </s>` (PTUnifier's layout), CLIP's image processor at 32x32."""
+    folder = data_dir / "tokenizers" / "roberta-base"
+    tokenizer = RobertaTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return CLIPProcessor(image_processor, tokenizer)
+
+
+@pytest.fixture(scope="module", params=["medvill", "blip-bert", "clip-roberta"])
+def processor(request):
+    if request.param == "medvill":
+        return medvill_processor(image_size=32)
+    if request.param == "blip-bert":
+        return blip_bert_processor()
+    return clip_roberta_processor(request.getfixturevalue("data_dir"))
 
 
 @pytest.fixture(scope="module")
-def processor():
-    return medvill_processor(image_size=32)
+def blip_bert():
+    return blip_bert_processor()
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +61,39 @@ def _plain(processor, images, texts, **kwargs):
     return processor(images=images, text=texts, padding="longest", truncation=True, return_tensors="pt", **kwargs)
 
 
+def _assert_inputs_equal(batch, reference):
+    assert all(torch.equal(batch[key], reference[key]) for key in reference)
+
+
+def _text_tokens(processor, input_ids):
+    """Reference: True where a token is neither padding nor one of the tokenizer's special tokens."""
+    special = set(processor.tokenizer.all_special_ids)
+    return torch.tensor([[token not in special for token in row] for row in input_ids.tolist()])
+
+
+def test_batch_carries_every_key_the_processor_returns(examples):
+    """CLIPProcessor with a WordPiece tokenizer also returns token_type_ids; the collators pass them on."""
+    processor = CLIPProcessor(blip_bert_processor().image_processor, BertTokenizer(str(bert_base_uncased_vocab_file())))
+    reference = _plain(processor, [e["image"] for e in examples], [e["report"] for e in examples])
+    assert "token_type_ids" in reference
+    batch = ClassificationCollator(processor)(examples)
+    assert set(batch) == set(reference) | {"labels"}
+    _assert_inputs_equal(batch, reference)
+    plain = PreTrainingCollator(processor, mlm_probability=None)(examples)
+    assert set(plain) == set(reference)
+    _assert_inputs_equal(plain, reference)
+
+
 def test_vqa_collator_soft_score_targets(processor, examples):
-    collator = VQACollator(processor, DEMO_ANSWERS, processor_kwargs={"text_kind": "question"})
-    batch = collator(examples)
-    questions = [e["question"] for e in examples]
-    reference = _plain(processor, [e["image"] for e in examples], questions, text_kind="question")
-    assert set(batch) == {"input_ids", "attention_mask", "pixel_values", "labels"}
-    for key in ("input_ids", "attention_mask", "pixel_values"):
-        assert torch.equal(batch[key], reference[key])
+    batch = VQACollator(processor, DEMO_ANSWERS)(examples)
+    images, questions = [e["image"] for e in examples], [e["question"] for e in examples]
+    if isinstance(processor, MedViLLProcessor):
+        reference = _plain(processor, images, questions, text_kind="question")
+        assert not torch.equal(reference["input_ids"], _plain(processor, images, questions)["input_ids"])
+    else:
+        reference = _plain(processor, images, questions)
+    assert set(batch) == set(reference) | {"labels"}
+    _assert_inputs_equal(batch, reference)
     expected = torch.zeros(len(examples), len(DEMO_ANSWERS))
     for row, example in enumerate(examples):
         expected[row, DEMO_ANSWERS.index(example["answer"])] = 1.0
@@ -60,40 +113,45 @@ def test_vqa_collator_normalises_answers_and_zeroes_unknown_ones(processor, exam
         VQACollator(processor, ["yes", "Yes."])
 
 
-def test_generative_vqa_labels_are_answer_tokens(processor, examples):
-    rows = examples[:3] + [dict(examples[0], answer="pleural effusion right side")]
-    batch = GenerativeVQACollator(processor, max_answer_length=3)(rows)
-    answers = [row["answer"] for row in rows]
-    pieces = processor.tokenizer(answers, add_special_tokens=False)["input_ids"]
-    expected = [ids[:2] + [SEP] for ids in pieces]
-    width = max(map(len, expected))
-    assert batch["labels"].tolist() == [ids + [IGNORE_INDEX] * (width - len(ids)) for ids in expected]
-
-
 def test_classification_collator(processor, examples):
     batch = ClassificationCollator(processor)(examples)
+    images = [e["image"] for e in examples]
+    _assert_inputs_equal(batch, _plain(processor, images, [e["report"] for e in examples]))
     assert batch["labels"].dtype == torch.float32
     assert batch["labels"].tolist() == [e["labels"] for e in examples]
     image_only = ClassificationCollator(processor, text_column=None)(examples)
-    assert torch.equal(image_only["input_ids"], torch.tensor([[SEP, SEP]] * len(examples)))
+    _assert_inputs_equal(image_only, _plain(processor, images, [""] * len(examples)))
+    assert not _text_tokens(processor, image_only["input_ids"]).any()
     with pytest.raises(ValueError, match="uncertain"):
         ClassificationCollator(processor)([dict(examples[0], labels=[-1.0] + [0.0] * 13)])
 
 
-def test_report_generation_collator(processor, examples):
-    batch = ReportGenerationCollator(processor, seed=3)(examples)
+def test_mlm_masks_only_text_tokens(processor, examples):
+    """Over many batches MLM chooses every text token somewhere and never a special token or padding."""
+    collator = PreTrainingCollator(processor, mlm_probability=0.5, seed=2)
     reference = _plain(processor, [e["image"] for e in examples], [e["report"] for e in examples])
-    chosen = batch["labels"] != IGNORE_INDEX
-    assert torch.equal(batch["labels"][chosen], reference["input_ids"][chosen])
-    assert (batch["input_ids"][chosen] == MASK).all()
-    assert torch.equal(batch["input_ids"][~chosen], reference["input_ids"][~chosen])
-    n_text = ((reference["input_ids"] != SEP) & (reference["input_ids"] != PAD)).sum(1)
-    expected = [min(3, max(1, round(0.15 * n))) for n in n_text.tolist()]
-    assert chosen.sum(1).tolist() == expected
-    assert not chosen[:, 0].any() and not chosen[reference["attention_mask"] == 0].any()
-    again = ReportGenerationCollator(processor, seed=3)(examples)
-    assert torch.equal(again["labels"], batch["labels"])
-    assert not torch.equal(ReportGenerationCollator(processor, seed=4)(examples)["labels"], batch["labels"])
+    text = _text_tokens(processor, reference["input_ids"])
+    assert text.any(dim=1).all() and (~text & (reference["attention_mask"] == 1)).any()
+    ever_chosen = torch.zeros_like(text)
+    tokenizer = processor.tokenizer
+    for _ in range(20):
+        batch = collator(examples)
+        chosen = batch["labels"] != IGNORE_INDEX
+        assert not (chosen & ~text).any()
+        assert torch.equal(batch["labels"][chosen], reference["input_ids"][chosen])
+        assert torch.equal(batch["input_ids"][~chosen], reference["input_ids"][~chosen])
+        assert (batch["input_ids"][chosen] == tokenizer.mask_token_id).any()
+        assert ((batch["input_ids"] >= 0) & (batch["input_ids"] < len(tokenizer))).all()
+        ever_chosen |= chosen
+    assert torch.equal(ever_chosen, text)
+
+
+def test_pretraining_emits_plain_pairs(processor, examples):
+    """Models that mask and draw hard negatives inside their forward get the processor's outputs unchanged."""
+    batch = PreTrainingCollator(processor, mlm_probability=None)(examples)
+    reference = _plain(processor, [e["image"] for e in examples], [e["report"] for e in examples])
+    assert set(batch) == set(reference)
+    _assert_inputs_equal(batch, reference)
 
 
 def _original_ids(batch):
@@ -102,14 +160,15 @@ def _original_ids(batch):
 
 def test_pretraining_label_conditioned_negatives(processor, demo, examples):
     negatives = LabelConditionedNegatives(demo)
-    collator = PreTrainingCollator(processor, negatives=negatives, seed=0)
+    collator = PreTrainingCollator(processor, negatives=negatives, mask_first_if_none=True, seed=0)
+    pad = processor.tokenizer.pad_token_id
     encoded = {report: _plain(processor, None, [report])["input_ids"][0].tolist() for report in set(demo["report"])}
     itm = []
     for _ in range(6):
         batch = collator(examples)
         originals = _original_ids(batch)
         for row, example in enumerate(examples):
-            ids = [i for i in originals[row].tolist() if i != PAD]
+            ids = [i for i, real in zip(originals[row].tolist(), batch["attention_mask"][row].tolist()) if real]
             used = next(report for report, reference in encoded.items() if reference == ids)
             label = batch["itm_labels"][row].item()
             itm.append(label)
@@ -118,23 +177,33 @@ def test_pretraining_label_conditioned_negatives(processor, demo, examples):
             else:
                 sources = [i for i, report in enumerate(demo["report"]) if report == used]
                 assert all(label_set(demo[i]["labels"]) != label_set(example["labels"]) for i in sources)
-        special = (originals == SEP) | (batch["attention_mask"] == 0)
-        assert (batch["labels"][special] == IGNORE_INDEX).all()
+        assert (batch["labels"][~_text_tokens(processor, originals)] == IGNORE_INDEX).all()
+        assert (batch["input_ids"][batch["attention_mask"] == 0] == pad).all()
         assert ((batch["labels"] != IGNORE_INDEX).sum(1) >= 1).all()
     assert 0.3 < 1 - np.mean(itm) < 0.7
 
 
 def test_pretraining_without_negatives_and_determinism(processor, examples):
     batch = PreTrainingCollator(processor, seed=1)(examples)
-    assert batch["itm_labels"].tolist() == [1] * len(examples)
+    assert "itm_labels" not in batch
     assert batch["labels"].shape == batch["input_ids"].shape
     again = PreTrainingCollator(processor, seed=1)(examples)
     assert all(torch.equal(batch[key], again[key]) for key in batch)
+    assert not torch.equal(PreTrainingCollator(processor, seed=2)(examples)["labels"], batch["labels"])
 
 
-def test_dataloader_workers_draw_different_masks(processor, examples):
+def test_pretraining_refuses_mlm_without_a_mask_token(blip_bert, examples):
+    tokenizer = BertTokenizer(str(bert_base_uncased_vocab_file()), mask_token=None)
+    assert tokenizer.mask_token_id is None
+    processor = BlipProcessor(blip_bert.image_processor, tokenizer)
+    with pytest.raises(ValueError, match="no mask token.*mlm_probability=None"):
+        PreTrainingCollator(processor)
+    assert "labels" not in PreTrainingCollator(processor, mlm_probability=None)(examples)
+
+
+def test_dataloader_workers_draw_different_masks(blip_bert, examples):
     """Every worker holds a copy of the collator; copies of one generator would mask identically."""
-    collator = PreTrainingCollator(processor, seed=1)
+    collator = PreTrainingCollator(blip_bert, seed=1)
     rows = [examples[0]] * 4
 
     def masks(num_workers):
@@ -147,7 +216,18 @@ def test_dataloader_workers_draw_different_masks(processor, examples):
     two_workers = masks(2)
     assert not torch.equal(two_workers[0], two_workers[1]), "workers 0 and 1 drew the same masks"
     assert all(torch.equal(a, b) for a, b in zip(two_workers, masks(2))), "a seeded DataLoader must repeat itself"
-    assert torch.equal(masks(0)[0], PreTrainingCollator(processor, seed=1)(rows)["labels"])
+    assert torch.equal(masks(0)[0], PreTrainingCollator(blip_bert, seed=1)(rows)["labels"])
+
+
+def test_generative_targets_need_a_processor_that_encodes_them(blip_bert, examples):
+    """BlipProcessor ignores `text_target` without `text`: no labels, so the collator says what is missing."""
+    with pytest.raises(ValueError, match=r"BlipProcessor\(text_target=...\) returned \['pixel_values'\] without"):
+        ReportGenerationCollator(blip_bert)(examples)
+
+
+def test_collators_need_a_processor_with_a_tokenizer(blip_bert):
+    with pytest.raises(TypeError, match="BlipImageProcessorPil has no `tokenizer`"):
+        VQACollator(blip_bert.image_processor, DEMO_ANSWERS)
 
 
 def test_random_negatives_differ_from_the_query(demo, examples):
@@ -197,7 +277,8 @@ def test_retrieval_group_collator(processor, demo):
     i2t = RetrievalGroupCollator(processor, demo, "i2t")(group)
     texts = [demo[c]["report"] for c in group["candidates"]]
     reference = _plain(processor, [demo[3]["image"]] * 5, texts)
-    assert all(torch.equal(i2t[key], reference[key]) for key in reference)
+    assert set(i2t) == set(reference)
+    _assert_inputs_equal(i2t, reference)
     t2i = RetrievalGroupCollator(processor, demo, "t2i")(group)
     reference = _plain(processor, [demo[c]["image"] for c in group["candidates"]], [demo[3]["report"]] * 5)
-    assert all(torch.equal(t2i[key], reference[key]) for key in reference)
+    _assert_inputs_equal(t2i, reference)

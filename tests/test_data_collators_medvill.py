@@ -21,9 +21,10 @@ def demo():
 @pytest.mark.parametrize(
     "head, make_collator, config_overrides",
     [
-        (MedViLLForVQA, lambda p, d: VQACollator(p, DEMO_ANSWERS, processor_kwargs={"text_kind": "question"}),
+        (MedViLLForVQA, lambda p, d: VQACollator(p, DEMO_ANSWERS),
          {"id2label": dict(enumerate(DEMO_ANSWERS))}),
-        (MedViLLForPreTraining, lambda p, d: PreTrainingCollator(p, LabelConditionedNegatives(d)), {}),
+        (MedViLLForPreTraining,
+         lambda p, d: PreTrainingCollator(p, LabelConditionedNegatives(d), mask_first_if_none=True), {}),
         (MedViLLForReportGeneration, lambda p, d: ReportGenerationCollator(p), {}),
         (MedViLLForRetrieval, lambda p, d: RetrievalPairCollator(p, LabelConditionedNegatives(d)), {}),
         (MedViLLForImageTextClassification, lambda p, d: ClassificationCollator(p), {"num_labels": 14}),

@@ -1,8 +1,8 @@
-"""MLM (80/10/10) and MedViLL report-generation masking on text-stream tensors."""
+"""BERT-style MLM (80/10/10) on token tensors; MedViLL's report-generation masks are tested with its processor."""
+import pytest
 import torch
 
-from medvlp_hf.data.collators import IGNORE_INDEX, mask_tokens_for_mlm, mask_tokens_for_report_generation
-from medvlp_hf.data.collators.masking import last_real_positions
+from medvlp_hf.data.collators import IGNORE_INDEX, mask_tokens_for_mlm
 
 MASK, SEP, PAD, VOCAB = 103, 102, 0, 30522
 
@@ -37,9 +37,13 @@ def test_mlm_80_10_10_proportions_on_text_tokens_only():
     assert ((masked == SEP) == (input_ids == SEP)).all() and ((masked == PAD) == (input_ids == PAD)).all()
 
 
-def test_mlm_forces_the_first_text_token_when_nothing_is_chosen():
+def test_mlm_masks_nothing_at_probability_zero_unless_told_to_force_one():
     input_ids, _, candidates = _streams(rows=20)
     masked, labels = mask_tokens_for_mlm(input_ids, candidates, MASK, VOCAB, torch.Generator(), probability=0.0)
+    assert (labels == IGNORE_INDEX).all() and torch.equal(masked, input_ids)
+    masked, labels = mask_tokens_for_mlm(
+        input_ids, candidates, MASK, VOCAB, torch.Generator(), probability=0.0, mask_first_if_none=True
+    )
     for row in range(20):
         if candidates[row].any():
             first = candidates[row].nonzero()[0].item()
@@ -57,41 +61,11 @@ def test_mlm_is_deterministic_under_a_seed():
     assert not torch.equal(runs[0][1], runs[2][1])
 
 
-def test_last_real_positions_for_right_and_left_padding():
-    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
-    assert last_real_positions(mask).tolist() == [2, 4, 4]
-
-
-def test_report_generation_masks_follow_the_medvill_rule():
-    input_ids, attention, candidates = _streams(rows=400)
-    final = last_real_positions(attention)
-    masked, labels = mask_tokens_for_report_generation(
-        input_ids, candidates, final, MASK, torch.Generator().manual_seed(2))
-    with_final = 0
-    for row in range(input_ids.shape[0]):
-        n_text = candidates[row].sum().item()
-        expected = min(3, max(1, round(0.15 * n_text)))
-        positions = (labels[row] != IGNORE_INDEX).nonzero().flatten()
-        assert len(positions) == expected
-        assert (masked[row, positions] == MASK).all()
-        assert torch.equal(labels[row, positions], input_ids[row, positions])
-        others = torch.ones_like(attention[row], dtype=torch.bool)
-        others[positions] = False
-        assert torch.equal(masked[row, others], input_ids[row, others])
-        allowed = candidates[row].clone()
-        allowed[final[row]] = True
-        assert allowed[positions].all() and positions.min() > 0
-        if final[row] in positions:
-            with_final += 1
-            assert labels[row, final[row]] == SEP
-    assert 0.4 < with_final / input_ids.shape[0] < 0.6
-
-
-def test_report_generation_without_final_token_and_empty_reports():
-    input_ids = torch.tensor([[SEP, SEP, PAD], [SEP, 1500, SEP]])
-    attention = torch.tensor([[1, 1, 0], [1, 1, 1]])
-    candidates = attention.bool() & (input_ids != SEP) & (input_ids != PAD)
-    masked, labels = mask_tokens_for_report_generation(
-        input_ids, candidates, last_real_positions(attention), MASK, torch.Generator(), final_token_probability=0.0)
-    assert labels.tolist() == [[IGNORE_INDEX, SEP, IGNORE_INDEX], [IGNORE_INDEX, 1500, IGNORE_INDEX]]
-    assert masked.tolist() == [[SEP, MASK, PAD], [SEP, MASK, SEP]]
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"probability": 1.5}, "probability=1.5"), ({"mask_ratio": 0.9, "random_ratio": 0.2}, "sum to <= 1")],
+)
+def test_mlm_rejects_impossible_rates(kwargs, message):
+    input_ids, _, candidates = _streams(rows=2)
+    with pytest.raises(ValueError, match=message):
+        mask_tokens_for_mlm(input_ids, candidates, MASK, VOCAB, torch.Generator(), **kwargs)

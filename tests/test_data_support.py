@@ -53,35 +53,43 @@ def write_jsonl(path, records):
     return path
 
 
-def write_dicom(path, raw, photometric="MONOCHROME2", window=None, slope=None, intercept=None):
-    """A single-frame DICOM file: 16-bit grayscale for a 2-D `raw`, 8-bit RGB for an (H, W, 3) one."""
+def write_dicom(path, raw, photometric="MONOCHROME2", bits_stored=None, transfer_syntax=None, **elements):
+    """A DICOM Part 10 file (DX, uncompressed) whose pixel data are the stored values `raw`: (H, W) for one sample
+    per pixel, (H, W, 3) for RGB/YBR_FULL, (frames, H, W) with NumberOfFrames=frames. The dtype sets Bits
+    Allocated and Pixel Representation (signed for int dtypes); `bits_stored` defaults to all allocated bits.
+    `transfer_syntax` is a pydicom UID (Explicit VR Little Endian by default; big endian is byte-swapped here).
+    Other keyword arguments become data elements, e.g. WindowCenter=40, VOILUTSequence=[item]. Returns `path`."""
+    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
+    transfer_syntax = transfer_syntax or ExplicitVRLittleEndian
+    raw = np.asarray(raw)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = transfer_syntax
     dataset = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    dataset.SOPClassUID = SecondaryCaptureImageStorage
+    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
     dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     dataset.Modality = "DX"
-    dataset.Rows, dataset.Columns = raw.shape[:2]
-    colour = raw.ndim == 3
+    colour = photometric in ("RGB", "YBR_FULL")
     dataset.SamplesPerPixel = 3 if colour else 1
-    dataset.PhotometricInterpretation = "RGB" if colour else photometric
-    bits = 8 if colour else 16
-    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = bits, bits, bits - 1
-    dataset.PixelRepresentation = 0
+    dataset.PhotometricInterpretation = photometric
+    dataset.Rows, dataset.Columns = raw.shape[-3:-1] if colour else raw.shape[-2:]
+    bits_allocated = raw.dtype.itemsize * 8
+    bits_stored = bits_stored or bits_allocated
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = bits_allocated, bits_stored, bits_stored - 1
+    dataset.PixelRepresentation = int(raw.dtype.kind == "i")
     if colour:
         dataset.PlanarConfiguration = 0
-    if window is not None:
-        dataset.WindowCenter, dataset.WindowWidth = window
-    if slope is not None:
-        dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
-    dataset.PixelData = np.asarray(raw, dtype="u1" if colour else "<u2").tobytes()
+    for keyword, value in elements.items():
+        setattr(dataset, keyword, value)
+    byte_order = "<" if transfer_syntax.is_little_endian else ">"
+    dataset.PixelData = raw.astype(raw.dtype.newbyteorder(byte_order)).tobytes()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    dataset.save_as(str(path), enforce_file_format=True)
+    pydicom.dcmwrite(str(path), dataset, enforce_file_format=True)
+    return path
 
 
 def medvill_processor(image_size=32):

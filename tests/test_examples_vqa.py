@@ -21,7 +21,7 @@ def eval_rows(count):
 def vqa_batch(folder, config, rows):
     """Model inputs for `rows`, built with the processor saved in `folder` and the answers of `config`."""
     answers = [config.id2label[i] for i in range(config.num_labels)]
-    batch = VQACollator(AutoProcessor.from_pretrained(folder), answers, processor_kwargs={"text_kind": "question"})(rows)
+    batch = VQACollator(AutoProcessor.from_pretrained(folder), answers)(rows)
     batch.pop("labels")
     return batch
 

@@ -225,3 +225,19 @@ def test_citation_matches_the_paper_text(data_dir):
     meta = card_templates.load_model_template("medvill").metadata
     assert meta["paper"]["title"] in head
     assert ", ".join(meta["paper"]["authors"]) in head.replace("∗", "").replace(", and ", ", ")
+
+
+def test_parity_with_relative_tolerance_and_reference():
+    """rtol/atol as in torch.testing.assert_close: a max |diff| above atol can pass (large values), so the card
+    cannot re-check it; the reference sentence says what the outputs were compared with."""
+    conversion = {**CONVERSION, "tolerance": {"rtol": 1e-5, "atol": 1e-4}, "max_abs_diffs": {"mlm_logits": 6e-4},
+                  "reference": "the original implementation (SuperSupermoon/MedViLL@dd51e72) run on the same checkpoint"}
+    parity = section(vqa_card(conversion=conversion), "Parity with the original implementation")
+    assert "**Passed** (tolerance rtol 1e-05, atol 0.0001; integer outputs identical)" in parity
+    assert "Reference: the original implementation (SuperSupermoon/MedViLL@dd51e72) run on the same checkpoint." in parity
+    assert "| mlm_logits | 0.0006 |" in parity
+    for bad, message in [({"rtol": 1e-5}, "exactly 'rtol' and 'atol'"), ({"rtol": -1, "atol": 0}, "finite numbers >= 0")]:
+        with pytest.raises(ValueError, match=message):
+            vqa_card(conversion={**conversion, "tolerance": bad})
+    with pytest.raises(ValueError, match="conversion\\['reference'\\] must say what the outputs were compared with"):
+        vqa_card(conversion={**conversion, "reference": " "})

@@ -2,7 +2,6 @@
 import math
 import random
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -141,9 +140,7 @@ def test_meteor_equals_pycocoevalcap_java_meteor():
         pytest.skip(reason)
     from pycocoevalcap.meteor.meteor import Meteor
 
-    start = time.time()
     scores = compute_report_generation_metrics(TOY_PREDICTIONS, TOY_REFERENCES)
-    assert time.time() - start < 120
     assert scores["meteor"] == pytest.approx(0.351675, abs=1e-6)
     gts, res = _coco_dicts(TOY_PREDICTIONS, TOY_REFERENCES)
     assert scores["meteor"] == pytest.approx(Meteor().compute_score(gts, res)[0], abs=1e-9)

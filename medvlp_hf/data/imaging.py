@@ -1,16 +1,18 @@
-"""Decode medical images into PIL images: JPEG/PNG as stored (8/16-bit, L/RGB/RGBA/P/I), DICOM windowed to 8 bit.
+"""Decode medical image files into PIL images: raster files as stored (every PIL mode and bit depth), DICOM
+through its modality and VOI transforms to 8 bits.
 
 PIL-readable files keep their mode and bit depth: mode conversion and bit-depth rescaling belong to the
 image processors, which must see the full 16-bit range. The decoding matches what a `datasets.Image()`
 column does (open, load every pixel, apply the EXIF orientation), so a loader's lazily decoded column and
-`load_image` give the same pixels. DICOM pixel data is not an image PIL can show, so it is mapped to an
-8-bit 'L' image here: modality rescale, VOI window (or min-max), MONOCHROME1 inverted.
+`load_image` give the same pixels. DICOM pixel data is not an image PIL can show, so `load_dicom` maps it to
+an 8-bit 'L' or 'RGB' image the way a DICOM viewer displays it (see there).
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import io
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,12 @@ def is_dicom(path: str | os.PathLike) -> bool:
 
 
 def load_image(path: str | os.PathLike) -> PIL.Image.Image:
-    """Fully decode the image at `path`; a missing file raises FileNotFoundError, a bad one ImageDecodingError."""
+    """Fully decode the image file at `path`: DICOM (by suffix or its 'DICM' marker) with `load_dicom`, anything
+    else with PIL in its stored mode (16-bit grayscale PNG/TIFF stay 'I;16'/'I'). PIL itself reduces 16-bit
+    colour and 16-bit gray+alpha PNGs to 8 bits per sample (mode 'RGB'/'RGBA', the high byte of each sample).
+
+    A missing file raises FileNotFoundError, an unreadable one ImageDecodingError naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
@@ -54,63 +61,129 @@ def load_image(path: str | os.PathLike) -> PIL.Image.Image:
 
 
 def load_dicom(path: str | os.PathLike) -> PIL.Image.Image:
-    """Decode a DICOM file to an 8-bit PIL image ('L' for grayscale, 'RGB' for colour pixel data)."""
+    """Decode a single-frame DICOM file to an 8-bit PIL image, mode 'L' (grayscale) or 'RGB' (colour).
+
+    Grayscale (MONOCHROME1/2) follows the DICOM grayscale pipeline (PS3.3 C.11) with pydicom's own functions:
+    1. Modality LUT Sequence or Rescale Slope/Intercept: `pydicom.pixels.apply_modality_lut`.
+    2. VOI, chosen as `pydicom.pixels.apply_voi_lut` chooses (the VOI LUT Sequence when present, else the
+       window), always the first view when several are given:
+       - VOI LUT Sequence: `apply_voi`; its output range is 0..2**n - 1 with n the third LUT Descriptor value
+         (bits per entry; PS3.3 C.11.2.1.1 and the Presentation LUT notes of C.11.6.1).
+       - Window Center/Width with VOI LUT Function LINEAR (default), LINEAR_EXACT or SIGMOID: `apply_windowing`;
+         its output range is the [y_min, y_max] pydicom maps the values below/above the window to (the
+         modality output range), read off `apply_windowing` itself at -inf and +inf.
+       - Neither (documented fallback, not a DICOM rule): min-max of the modality values.
+    3. Linear scaling of that range onto 0..255, rounded.
+    4. MONOCHROME1 (minimum = white) inverted, so 0 is black for every file.
+    Colour: RGB (and YBR_*, which pydicom converts to RGB) and PALETTE COLOR (`apply_color_lut`) are scaled
+    from their bit depth (Bits Stored, or the palette's bits per entry) onto 0..255.
+
+    Raises ImageDecodingError naming the file when it is not valid DICOM, its pixel data cannot be decoded
+    (e.g. a compressed transfer syntax without the pydicom plugin), it holds several frames, its Photometric
+    Interpretation is not one of the above, or its VOI attributes are invalid (e.g. Window Width < 1 for LINEAR).
+    """
     try:
         import pydicom
+        from pydicom.pixels import apply_color_lut
     except ImportError as error:  # pragma: no cover - exercised only without the extra
         raise ImportError(
-            f"reading the DICOM file {path} needs pydicom: pip install 'medvlp-hf[dicom]'"
+            f"reading the DICOM file {path} needs pydicom >= 3: pip install 'medvlp-hf[dicom]'"
         ) from error
-    try:
+    with _named_dicom_errors(path):
         dataset = pydicom.dcmread(path)
+        frames = int(dataset.get("NumberOfFrames") or 1)
+        if frames > 1:
+            raise ImageDecodingError(
+                f"DICOM file {path} holds {frames} frames; only single-frame images are supported "
+                "(pick a frame with pydicom: dcmread(path).pixel_array[index])."
+            )
+        photometric = str(dataset.get("PhotometricInterpretation", "")).strip()
         pixels = dataset.pixel_array
-    except Exception as error:  # pydicom raises many unrelated types for bad or unsupported files
-        raise ImageDecodingError(f"cannot decode DICOM file {path}: {error}") from error
-    samples_per_pixel = int(dataset.get("SamplesPerPixel", 1))
-    if samples_per_pixel == 3:
-        return PIL.Image.fromarray(_scale_to_uint8(pixels.astype(np.float64)))
-    if pixels.ndim != 2:
+        if photometric in ("MONOCHROME1", "MONOCHROME2"):
+            gray = _monochrome_to_uint8(pixels, dataset)
+            return PIL.Image.fromarray(255 - gray if photometric == "MONOCHROME1" else gray)
+        if photometric == "PALETTE COLOR":
+            rgb = apply_color_lut(pixels, dataset)[..., :3]
+            return PIL.Image.fromarray(_bit_depth_to_uint8(rgb, dataset.RedPaletteColorLookupTableDescriptor[2]))
+        if photometric == "RGB" or photometric.startswith("YBR"):
+            return PIL.Image.fromarray(_bit_depth_to_uint8(pixels, dataset.BitsStored))
         raise ImageDecodingError(
-            f"DICOM file {path} holds {pixels.shape[0]} frames; only single-frame images are supported"
+            f"DICOM file {path} has Photometric Interpretation {photometric!r}; supported: MONOCHROME1, "
+            "MONOCHROME2, RGB, YBR_*, PALETTE COLOR."
         )
-    values = pixels.astype(np.float64) * float(dataset.get("RescaleSlope", 1.0)) + float(
-        dataset.get("RescaleIntercept", 0.0)
-    )
-    center, width = _first_value(dataset.get("WindowCenter")), _first_value(dataset.get("WindowWidth"))
-    if center is not None and width is not None and width > 0:
-        display = _apply_linear_window(values, center, width)
+
+
+@contextlib.contextmanager
+def _named_dicom_errors(path):
+    """Turn pydicom's many error types (bad file, missing decoder plugin, invalid VOI) into one that names the file."""
+    try:
+        yield
+    except ImageDecodingError:
+        raise
+    except Exception as error:
+        raise ImageDecodingError(f"cannot decode DICOM file {path}: {error}") from error
+
+
+def _monochrome_to_uint8(pixels: np.ndarray, dataset) -> np.ndarray:
+    """Stored values -> modality values -> VOI output -> 0..255 over the VOI output range (see `load_dicom`);
+    MONOCHROME1 is not inverted yet."""
+    from pydicom.pixels import apply_modality_lut, apply_windowing
+
+    values = apply_modality_lut(pixels, dataset)
+    if _has_voi_lut_sequence(dataset):
+        display = _apply_voi_lut_sequence(values, dataset)
+        black, white = 0, 2 ** int(dataset.VOILUTSequence[0].LUTDescriptor[2]) - 1
+    elif dataset.get("WindowCenter") is not None and dataset.get("WindowWidth") is not None:
+        display = apply_windowing(values, dataset)
+        black, white = apply_windowing(np.array([-np.inf, np.inf]), dataset)
     else:
-        display = _scale_to_uint8(values)
-    if str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip() == "MONOCHROME1":
-        display = 255 - display
-    return PIL.Image.fromarray(display)
+        display, black, white = values, values.min(), values.max()
+    return _scale_to_uint8(display, black, white)
 
 
-def _first_value(element) -> float | None:
-    """Window center/width may be multi-valued (several presets); the first one is the default view."""
-    if element is None:
-        return None
-    if isinstance(element, Sequence) and not isinstance(element, (str, bytes)):
-        if len(element) == 0:
-            return None
-        element = element[0]
-    return float(element)
+def _has_voi_lut_sequence(dataset) -> bool:
+    """The test `pydicom.pixels.apply_voi_lut` uses: a first item with both LUT Descriptor and LUT Data."""
+    sequence = dataset.get("VOILUTSequence")
+    return bool(sequence) and None not in (sequence[0].get("LUTDescriptor"), sequence[0].get("LUTData"))
 
 
-def _apply_linear_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
-    """DICOM PS3.3 C.11.2.1.2 LINEAR VOI function onto 0..255."""
-    if width <= 1:
-        return np.where(values > center - 0.5, 255, 0).astype(np.uint8)
-    scaled = ((values - (center - 0.5)) / (width - 1) + 0.5) * 255.0
-    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+def _apply_voi_lut_sequence(values: np.ndarray, dataset) -> np.ndarray:
+    """`pydicom.pixels.apply_voi` on the first VOI LUT, with two input fixes that leave its mapping unchanged.
+
+    Integral float modality values (a rescale with integer slope/intercept) are passed as integers, which
+    avoids pydicom's "float input" warning on every such file. pydicom 3.0 indexes a LUT of 8-bit entries
+    through a uint8 array, so input values more than 255 entries past the first one wrap around; for such a
+    LUT the entries are declared 16-bit in a copy, which changes only that index type (the entries, and the
+    output range taken from the file's own descriptor, stay 8-bit).
+    """
+    from pydicom import Dataset
+    from pydicom.pixels import apply_voi
+
+    if values.dtype.kind == "f" and np.array_equal(values, np.round(values)):
+        values = values.astype(np.int64)
+    item = dataset.VOILUTSequence[0]
+    entries, first_mapped, bits = (int(value) for value in item.LUTDescriptor)
+    if bits != 8 or 0 < entries <= 256:
+        return apply_voi(values, dataset)
+    widened = copy.deepcopy(item)
+    widened.LUTDescriptor = [entries, first_mapped, 16]
+    lut_only = Dataset()
+    lut_only.file_meta = dataset.file_meta
+    lut_only.VOILUTSequence = [widened]
+    return apply_voi(values, lut_only)
 
 
-def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Min-max scale to 0..255 (a constant image maps to 0)."""
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
+def _bit_depth_to_uint8(values: np.ndarray, bits: int) -> np.ndarray:
+    """Unsigned `bits`-bit samples onto 0..255 (8-bit data unchanged)."""
+    return _scale_to_uint8(values, 0, 2 ** int(bits) - 1)
+
+
+def _scale_to_uint8(values: np.ndarray, black: float, white: float) -> np.ndarray:
+    """Map `black` to 0 and `white` to 255 linearly, rounded and clipped (`black == white` gives 0)."""
+    if white == black:
         return np.zeros(values.shape, dtype=np.uint8)
-    return np.round((values - low) / (high - low) * 255.0).astype(np.uint8)
+    scaled = (np.asarray(values, dtype=np.float64) - black) / (float(white) - float(black)) * 255.0
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
 
 
 def to_pil_image(value) -> PIL.Image.Image:

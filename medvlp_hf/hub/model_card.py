@@ -20,7 +20,7 @@ PARITY_STATUSES = ("passed", "failed", "not verified")
 EVAL_REQUIRED_KEYS = ("dataset", "split", "metric", "value")
 EVAL_OPTIONAL_KEYS = ("task", "dataset_name", "metric_name")
 CONVERSION_REQUIRED_KEYS = ("source_checkpoint", "script", "command", "parity_status", "max_abs_diffs")
-CONVERSION_OPTIONAL_KEYS = ("tolerance",)
+CONVERSION_OPTIONAL_KEYS = ("tolerance", "reference")
 README_NAME = "README.md"
 
 _LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.\-]*")
@@ -49,7 +49,9 @@ def render_model_card(
     the template's. eval_results: [{"dataset", "split", "metric", "value", optional "task",
     "dataset_name", "metric_name"}]. training_command: the exact command that trained it.
     conversion: {"source_checkpoint", "script", "command", "parity_status" (one of PARITY_STATUSES),
-    "max_abs_diffs" ({output: max |diff|}), optional "tolerance"}. At least one of training_command and
+    "max_abs_diffs" ({output: max |diff|}), optional "tolerance" (an absolute bound, or {"rtol", "atol"} as in
+    `torch.testing.assert_close`) and "reference" (what the outputs were compared with)}. At least one of
+    training_command and
     conversion is required, so every card says how its weights were produced.
     """
     if not isinstance(model_type, str):
@@ -181,9 +183,17 @@ def _check_conversion(conversion):
     if conversion["parity_status"] != "not verified" and not diffs:
         raise ValueError("conversion['max_abs_diffs'] is empty: a parity check that passed or failed measured something.")
     tolerance = conversion.get("tolerance")
-    if tolerance is not None and not _is_non_negative_number(tolerance):
+    if isinstance(tolerance, dict):
+        if set(tolerance) != {"rtol", "atol"} or not all(map(_is_non_negative_number, tolerance.values())):
+            raise ValueError(f"conversion['tolerance'] as a dict needs finite numbers >= 0 under exactly 'rtol' and "
+                             f"'atol', got {tolerance!r}.")
+    elif tolerance is not None and not _is_non_negative_number(tolerance):
         raise ValueError(f"conversion['tolerance'] must be a finite number >= 0, got {tolerance!r}.")
-    if conversion["parity_status"] == "passed" and tolerance is not None:
+    reference = conversion.get("reference")
+    if reference is not None and (not isinstance(reference, str) or not reference.strip()):
+        raise ValueError(f"conversion['reference'] must say what the outputs were compared with, got {reference!r}.")
+    # With a relative term the bound depends on each value, so only an absolute tolerance can be checked here.
+    if conversion["parity_status"] == "passed" and tolerance is not None and not isinstance(tolerance, dict):
         over = {name: diff for name, diff in diffs.items() if diff > tolerance}
         if over:
             raise ValueError(f"conversion says parity passed, but {over} exceed the tolerance {tolerance}.")
@@ -274,7 +284,10 @@ def _parity(conversion):
                 "checkpoint.")
     status = conversion["parity_status"]
     tolerance = conversion.get("tolerance")
-    bound = f" (tolerance {tolerance:g})" if tolerance is not None else ""
+    if isinstance(tolerance, dict):
+        bound = f" (tolerance rtol {tolerance['rtol']:g}, atol {tolerance['atol']:g}; integer outputs identical)"
+    else:
+        bound = f" (tolerance {tolerance:g})" if tolerance is not None else ""
     summary = {
         "passed": f"**Passed**{bound}: on fixed inputs, the converted model reproduces the outputs of the original "
                   "implementation run on the original checkpoint (fp32).",
@@ -283,6 +296,8 @@ def _parity(conversion):
         "not verified": "**Not verified**: the converted outputs have not been compared with the original "
                         "implementation.",
     }[status]
+    if conversion.get("reference"):
+        summary += f"\n\nReference: {conversion['reference']}."
     if not conversion["max_abs_diffs"]:
         return summary
     rows = [f"| {name} | {diff:.3g} |" for name, diff in conversion["max_abs_diffs"].items()]

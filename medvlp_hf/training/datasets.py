@@ -48,6 +48,9 @@ DATASETS = {
     ),
     "roco": DatasetEntry(lambda args, task: data.load_roco(args.data_dir), frozenset({PRETRAINING})),
     "medicat": DatasetEntry(lambda args, task: data.load_medicat(args.data_dir), frozenset({PRETRAINING})),
+    "transcap_nih": DatasetEntry(
+        lambda args, task: data.load_transcap_nih(args.data_dir), frozenset({PRETRAINING})
+    ),
 }
 
 

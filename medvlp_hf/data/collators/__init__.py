@@ -1,6 +1,7 @@
-"""Task collators turning dataset rows into MedViLL-style batches (see `base` for the processor contract)."""
+"""Task collators turning dataset rows into model batches with any zoo processor (`base` defines the processor
+protocol they rely on)."""
 from .classification import ClassificationCollator
-from .masking import IGNORE_INDEX, mask_tokens_for_mlm, mask_tokens_for_report_generation
+from .masking import IGNORE_INDEX, mask_tokens_for_mlm
 from .negatives import LabelConditionedNegatives, NegativeSampler, RandomNegatives
 from .pretraining import PreTrainingCollator
 from .report_generation import ReportGenerationCollator
@@ -21,6 +22,5 @@ __all__ = [
     "VQACollator",
     "build_label2id",
     "mask_tokens_for_mlm",
-    "mask_tokens_for_report_generation",
     "retrieval_candidate_groups",
 ]

@@ -1,4 +1,4 @@
-"""Token masking on the text stream: BERT-style MLM (pre-training) and MedViLL's report-generation masks."""
+"""BERT-style masked language modelling (MLM) on any tokenizer's text tokens."""
 from __future__ import annotations
 
 import torch
@@ -15,10 +15,14 @@ def mask_tokens_for_mlm(
     probability: float = 0.15,
     mask_ratio: float = 0.8,
     random_ratio: float = 0.1,
+    mask_first_if_none: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Choose each candidate token with `probability`; of those, `mask_ratio` become [MASK], `random_ratio` a
-    random id of the whole vocabulary, the rest stay. A row with candidates but no choice gets its first
-    candidate masked (as MedViLL does). Returns (masked input_ids, labels with -100 where not chosen)."""
+    """Choose each candidate token (a bool mask like `input_ids`, True at text tokens) with `probability`; of
+    those, `mask_ratio` become `mask_token_id`, `random_ratio` a random id in [0, vocab_size), the rest stay (BERT's
+    80/10/10 by default). With `mask_first_if_none`, a row with candidates but no choice gets its first candidate
+    masked (MedViLL's pre-training). Returns (masked input_ids, labels = original ids where chosen, -100 elsewhere)."""
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"probability={probability} must be between 0 and 1")
     if not 0.0 <= mask_ratio + random_ratio <= 1.0 or min(mask_ratio, random_ratio) < 0:
         raise ValueError(f"mask_ratio={mask_ratio} and random_ratio={random_ratio} must be >= 0 and sum to <= 1")
     shape = input_ids.shape
@@ -27,47 +31,12 @@ def mask_tokens_for_mlm(
     random_ids = torch.randint(vocab_size, shape, generator=generator)
     to_mask = chosen & (action < mask_ratio)
     to_random = chosen & (action >= mask_ratio) & (action < mask_ratio + random_ratio)
-    forced_rows = (~chosen.any(dim=1) & candidates.any(dim=1)).nonzero().flatten()
-    first_candidate = candidates.int().argmax(dim=1)[forced_rows]
-    chosen[forced_rows, first_candidate] = True
-    to_mask[forced_rows, first_candidate] = True
+    if mask_first_if_none:
+        forced_rows = (~chosen.any(dim=1) & candidates.any(dim=1)).nonzero().flatten()
+        first_candidate = candidates.int().argmax(dim=1)[forced_rows]
+        chosen[forced_rows, first_candidate] = True
+        to_mask[forced_rows, first_candidate] = True
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
     masked = torch.where(to_mask, torch.full_like(input_ids, mask_token_id), input_ids)
     masked = torch.where(to_random, random_ids, masked)
-    return masked, labels
-
-
-def last_real_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last attended token of every row (the closing [SEP]), for right or left padding."""
-    length = attention_mask.shape[1]
-    return length - 1 - attention_mask.flip(dims=[1]).int().argmax(dim=1)
-
-
-def mask_tokens_for_report_generation(
-    input_ids: torch.Tensor,
-    candidates: torch.Tensor,
-    final_positions: torch.Tensor,
-    mask_token_id: int,
-    generator: torch.Generator,
-    max_predictions: int = 3,
-    probability: float = 0.15,
-    final_token_probability: float = 0.5,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """MedViLL's seq2seq fine-tuning masks: per row `min(max_predictions, max(1, round(probability * n)))`
-    of its `n` text tokens become [MASK] (never a random token); with `final_token_probability` one of those
-    slots goes to the closing [SEP] at `final_positions` instead, so the model learns to stop. Returns
-    (masked input_ids, labels = original ids at masked positions, -100 elsewhere)."""
-    masked = input_ids.clone()
-    labels = torch.full_like(input_ids, IGNORE_INDEX)
-    for row in range(input_ids.shape[0]):
-        text_positions = candidates[row].nonzero().flatten()
-        count = len(text_positions)
-        predictions = min(max_predictions, max(1, round(probability * count)))
-        with_final = bool(torch.rand((), generator=generator) < final_token_probability) or count == 0
-        shuffled = text_positions[torch.randperm(count, generator=generator)]
-        positions = shuffled[: predictions - 1] if with_final else shuffled[:predictions]
-        if with_final:
-            positions = torch.cat([positions, final_positions[row].unsqueeze(0)])
-        labels[row, positions] = input_ids[row, positions]
-        masked[row, positions] = mask_token_id
     return masked, labels

@@ -1,15 +1,16 @@
-"""Report-generation fine-tuning batches with MedViLL's seq2seq masks (see `masking`)."""
+"""Report-generation fine-tuning batches: image + report -> the model's training inputs for generating the report."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 from .base import ProcessorCollator
-from .masking import last_real_positions, mask_tokens_for_report_generation
 
 
 class ReportGenerationCollator(ProcessorCollator):
-    """Image + report -> model inputs with up to `max_predictions` text tokens (or the closing [SEP])
-    replaced by [MASK], and `labels` [B, L] holding the original ids there, -100 elsewhere."""
+    """Image + report -> `processor(images=..., text_target=reports, generator=...)`: `pixel_values`, `labels` and
+    whatever the model's target layout adds. A report decoder (BLIP-style) gets the report ids with -100 at
+    padding; MedViLL gets its report stream with up to 3 text tokens (or the closing [SEP]) replaced by [MASK],
+    drawn from this collator's generator, and `labels` holding the original ids there, -100 elsewhere."""
 
     def __init__(
         self,
@@ -17,28 +18,12 @@ class ReportGenerationCollator(ProcessorCollator):
         max_length: int | None = None,
         text_column: str = "report",
         image_column: str = "image",
-        max_predictions: int = 3,
-        mask_probability: float = 0.15,
-        final_token_probability: float = 0.5,
         seed: int = 0,
         processor_kwargs: Mapping | None = None,
     ):
         super().__init__(processor, max_length, image_column, processor_kwargs, seed)
         self.text_column = text_column
-        self.max_predictions = max_predictions
-        self.mask_probability = mask_probability
-        self.final_token_probability = final_token_probability
 
     def __call__(self, examples: Sequence[Mapping]) -> dict:
-        batch = self.encode(self.images_of(examples), [example[self.text_column] for example in examples])
-        batch["input_ids"], batch["labels"] = mask_tokens_for_report_generation(
-            batch["input_ids"],
-            self.text_token_mask(batch["input_ids"], batch["attention_mask"]),
-            last_real_positions(batch["attention_mask"]),
-            self.mask_token_id,
-            self.generator,
-            max_predictions=self.max_predictions,
-            probability=self.mask_probability,
-            final_token_probability=self.final_token_probability,
-        )
-        return batch
+        reports = [example[self.text_column] for example in examples]
+        return self.encode_targets(reports, images=self.images_of(examples), max_length=self.max_length)

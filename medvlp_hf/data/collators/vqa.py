@@ -9,8 +9,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..answers import normalize_answer
-from .base import ProcessorCollator
-from .masking import IGNORE_INDEX
+from .base import ProcessorCollator, question_mode
 
 
 def build_label2id(answers: Sequence[str] | Mapping[str, int]) -> dict[str, int]:
@@ -33,8 +32,8 @@ class VQACollator(ProcessorCollator):
 
     An answer column holding one answer gives score 1.0 to its label; a list of answers gives each its
     score from `score_column` (or 1.0). Answers outside the vocabulary leave an all-zero target, so they
-    count as wrong, as in the papers' VQA-RAD protocol. For MedViLL pass
-    `processor_kwargs={"text_kind": "question"}` so questions get MedViLL's question cleaning.
+    count as wrong, as in the papers' VQA-RAD protocol. Questions are encoded in the processor's question mode when
+    it has one (see `base`).
     """
 
     def __init__(
@@ -67,39 +66,47 @@ class VQACollator(ProcessorCollator):
         return target
 
     def __call__(self, examples: Sequence[Mapping]) -> dict:
-        batch = self.encode(self.images_of(examples), [example[self.question_column] for example in examples])
+        questions = [str(example[self.question_column]) for example in examples]
+        batch = self.encode(self.images_of(examples), questions, **question_mode(self.processor))
         batch["labels"] = torch.stack([self.targets(example) for example in examples])
         return batch
 
 
 class GenerativeVQACollator(ProcessorCollator):
-    """Question + image -> model inputs and `labels` [B, T]: the answer's wordpieces closed by [SEP]
-    (the end-of-sequence token), right-padded with -100; the model adds its own start token."""
+    """Question + image -> model inputs and the answer targets of the model's answer decoder:
+    `processor(text_target=answers, max_length=max_answer_length)`, i.e. `labels` [B, T] (-100 at padding) in the
+    model's layout (M2I2 `[CLS] answer [SEP]`, MISS `[DEC] answer [SEP]`) plus any decoder inputs it returns.
+
+    Raises ValueError for a processor whose targets live in the question's own input stream (MedViLL: no answer
+    decoder, closed-set VQA only - use `VQACollator`).
+    """
 
     def __init__(
         self,
         processor,
         max_length: int | None = None,
-        max_answer_length: int = 32,
+        max_answer_length: int | None = 32,
         question_column: str = "question",
         answer_column: str = "answer",
         image_column: str = "image",
         processor_kwargs: Mapping | None = None,
     ):
         super().__init__(processor, max_length, image_column, processor_kwargs)
-        if max_answer_length < 1:
-            raise ValueError("max_answer_length must be >= 1 (it includes the closing [SEP])")
         self.max_answer_length = max_answer_length
         self.question_column = question_column
         self.answer_column = answer_column
 
     def __call__(self, examples: Sequence[Mapping]) -> dict:
-        batch = self.encode(self.images_of(examples), [example[self.question_column] for example in examples])
+        mode = question_mode(self.processor)
+        questions = [str(example[self.question_column]) for example in examples]
+        batch = self.encode(self.images_of(examples), questions, **mode)
         answers = [str(example[self.answer_column]) for example in examples]
-        pieces = self.processor.tokenizer(answers, add_special_tokens=False)["input_ids"]
-        sequences = [ids[: self.max_answer_length - 1] + [self.sep_token_id] for ids in pieces]
-        labels = torch.full((len(sequences), max(map(len, sequences))), IGNORE_INDEX, dtype=torch.long)
-        for row, ids in enumerate(sequences):
-            labels[row, : len(ids)] = torch.tensor(ids)
-        batch["labels"] = labels
-        return batch
+        targets = self.encode_targets(answers, max_length=self.max_answer_length, **mode)
+        shared = sorted(set(batch) & set(targets))
+        if shared:
+            raise ValueError(
+                f"{type(self.processor).__name__} encodes answer targets into {shared}, which the question's inputs "
+                "already hold: its model reads targets in the question's own stream and has no answer decoder; "
+                "train closed-set VQA with VQACollator instead"
+            )
+        return {**batch, **targets}

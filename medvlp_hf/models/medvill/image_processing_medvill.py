@@ -1,6 +1,11 @@
 """MedViLL image processor: the original downstream preprocessing (Grayscale(3), Resize, ToTensor, ImageNet
-Normalize) reproduced bit-exactly for 8-bit images without torchvision, plus explicit rules for 16-bit and float
-inputs that the original (8-bit PIL only) never had to handle."""
+Normalize) reproduced bit-exactly for 8-bit images without torchvision, plus explicit rules for every other bit
+depth and byte order, which the original (8-bit PIL only) never had to handle.
+
+The functions below the class decode any PIL image, numpy array or torch tensor and know nothing of MedViLL;
+later model folders copy them with a `# Copied from medvlp_hf.models.medvill.image_processing_medvill.<name>`
+marker, so each one depends only on numpy, torch, PIL, transformers and the others.
+"""
 
 import numpy as np
 import torch
@@ -12,16 +17,6 @@ from transformers.processing_utils import ImagesKwargs
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
-
-# PIL modes whose bands are 8-bit and that PIL converts to both "L" and "RGB" (what torchvision's Grayscale calls).
-EIGHT_BIT_PIL_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV")
-SIXTEEN_BIT_PIL_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
-SIXTEEN_BIT_MAX = 65535
-# ITU-R 601-2 luma, the weights of PIL's convert("L"); used for images that are not 8-bit.
-LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
-IMAGE_CHANNEL_COUNTS = (1, 3, 4)
-# Float images may overshoot their declared maximum by this relative amount (rounding) before it is an error.
-FLOAT_RANGE_TOLERANCE = 1e-4
 
 
 class MedViLLImageProcessorKwargs(ImagesKwargs, total=False):
@@ -44,22 +39,10 @@ class MedViLLImageProcessor(PilBackend):
     image), `ToTensor()` (/255) and `Normalize` with the ImageNet mean/std. 8-bit inputs follow that pipeline
     bit for bit; other bit depths are mapped to [0, 1] and resized in float (PIL "F" mode), never rounded to 8 bits.
 
-    Input rules (documented because medical images arrive in many encodings):
-    - PIL 8-bit modes (`1, L, LA, P, PA, RGB, RGBA, RGBa, RGBX, CMYK, YCbCr, HSV`): `image.convert("L")`, as
-      torchvision's Grayscale does. Alpha is dropped, not composited: that is what `convert("L")` does, so an RGBA
-      file gives the same pixels as in the original pipeline (and X-ray PNGs carry no meaningful transparency).
-    - PIL `I;16*` and numpy/torch `uint16`: 16-bit, divided by 65535 (= value / 65535 * 255 on the 8-bit scale).
-    - PIL `I` and numpy/torch `int32` (PIL's 32-bit integer pixel type, used for 16-bit PNG/TIFF data): values
-      must lie in [0, 65535] and are read as 16-bit; anything else is rejected (rescale it to float yourself).
-    - PIL `F` and float arrays/tensors: read as 0 = black, `float_max_value` = white; values outside that range,
-      NaN or inf raise an error.
-    - `uint8` and `bool` arrays/tensors: 8-bit (bool: 0/255), same path as PIL.
-    - Other integer dtypes (int8, int16, int64, uint32, ...) have no bit-depth convention and are rejected.
-    - Arrays/tensors are `HxW`, `HxWxC` or `CxHxW` with C in 1, 3, 4 (4 = RGBA, alpha dropped). The channel axis
-      is the one of size 1/3/4; when both ends qualify numpy is read channels-last and torch channels-first;
-      `input_data_format` overrides. A 4-D array/tensor is a batch; a list may mix types and sizes.
-    - Colour to gray for non-8-bit inputs uses the same ITU-R 601-2 weights as PIL, in float.
-    Strings are rejected: the processor never reads files or URLs (load the image first).
+    Inputs: PIL images, numpy arrays and torch tensors (`HxW`, `HxWxC`, `CxHxW`; a 4-D array/tensor or a list is a
+    batch) in every bit depth and byte order: 8-bit as PIL's `convert("L")` (alpha dropped), 16-bit / 65535,
+    int32 / PIL "I" in [0, 65535] as 16-bit, floats by `float_max_value`; the full rules are in `decode_image`.
+    Files and URLs are not read here: load them with `medvlp_hf.data.load_image` (DICOM included).
 
     Args:
         do_resize (`bool`, defaults to `True`): resize to `size` (the VQA code does; report generation fed 512x512
@@ -116,12 +99,8 @@ class MedViLLImageProcessor(PilBackend):
     def process_image(
         self, image, do_grayscale=True, float_max_value=1.0, input_data_format=None, **kwargs
     ) -> np.ndarray:
-        """Decode one image to a channels-first array with 1 (gray) or 3 (RGB) channels: uint8 for 8-bit
-        inputs (kept exact), float32 in [0, 1] for every other bit depth."""
-        if isinstance(image, Image.Image):
-            return decode_pil_image(image, do_grayscale, float_max_value)
-        prefer_channels_first = isinstance(image, torch.Tensor)
-        return decode_array(to_numpy(image), do_grayscale, float_max_value, input_data_format, prefer_channels_first)
+        """Decode one image with `decode_image` (channels-first, uint8 for 8-bit inputs, float32 in [0, 1] else)."""
+        return decode_image(image, do_grayscale, float_max_value, input_data_format)
 
     def _preprocess(
         self,
@@ -183,7 +162,8 @@ def flatten_images(images) -> list:
 
 
 def check_image_type(image, name: str) -> None:
-    """Reject what is not a PIL image, numpy array or torch tensor, and ragged numpy batches."""
+    """Reject what is not a PIL image, numpy array or torch tensor (pointing files to a loader), and ragged
+    numpy batches."""
     if isinstance(image, np.ndarray) and image.dtype == object:
         raise ValueError(
             f"{name} is a numpy object array (images of different shapes stacked into one array); "
@@ -191,41 +171,57 @@ def check_image_type(image, name: str) -> None:
         )
     if not isinstance(image, (Image.Image, np.ndarray, torch.Tensor)):
         hint = (
-            " The processor never reads files or URLs; load the image first, e.g. PIL.Image.open(path)."
-            if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__")
+            " This image processor never reads files or URLs: load the image first with "
+            "medvlp_hf.data.load_image(path), which keeps 16-bit PNG/TIFF data and applies a DICOM file's "
+            "modality and VOI transforms."
+            if isinstance(image, (str, bytes, bytearray, memoryview, dict)) or hasattr(image, "__fspath__")
             else ""
         )
         raise TypeError(f"{name} is a {type(image).__name__}; expected a PIL image, numpy array or torch tensor.{hint}")
 
 
-def to_numpy(image) -> np.ndarray:
-    """Torch tensors to numpy with their bit depth kept (bfloat16/float16 widen to float32)."""
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu()
-        if image.dtype in (torch.bfloat16, torch.float16):
-            image = image.float()
-        return image.numpy()
-    return image
+def decode_image(image, do_grayscale: bool, float_max_value: float, input_data_format=None) -> np.ndarray:
+    """One PIL image, numpy array or torch tensor -> channels-first array with 1 (gray) or 3 (RGB) channels:
+    uint8 for 8-bit inputs (kept exact), float32 in [0, 1] for every other bit depth.
+
+    The rules, the same in every byte order (big-endian arrays and PIL "I;16B" equal their native twins):
+    - PIL 8-bit modes (`1, L, LA, P, PA, RGB, RGBA, RGBa, RGBX, CMYK, YCbCr, HSV`): `image.convert("L")` (or
+      "RGB" when `do_grayscale` is off), as torchvision's Grayscale does. Alpha is dropped, not composited.
+    - PIL `I;16, I;16L, I;16B, I;16N` and `uint16` arrays/tensors: 16-bit, divided by 65535.
+    - PIL `I` and `int32` arrays/tensors (PIL's 32-bit integer pixel type, used for 16-bit PNG/TIFF data):
+      values must lie in [0, 65535] and are read as 16-bit; anything else is rejected.
+    - PIL `F` and float arrays/tensors (float16/bfloat16/float32/float64): 0 = black, `float_max_value` = white;
+      values outside that range, NaN or inf raise ValueError.
+    - `uint8` and `bool` (0/255) arrays/tensors: 8-bit, the same path as PIL.
+    - Other dtypes (int8, int16, int64, uint32, complex, ...) have no bit-depth convention: TypeError.
+    - Arrays/tensors are `HxW`, `HxWxC` or `CxHxW` with C in 1, 3, 4 (4 = RGBA, alpha dropped). The channel axis
+      is the one of size 1/3/4; when both ends qualify numpy is read channels-last and torch channels-first;
+      `input_data_format` overrides.
+    - Colour to gray for non-8-bit inputs uses PIL's ITU-R 601-2 luma weights, in float.
+    """
+    if isinstance(image, Image.Image):
+        return decode_pil_image(image, do_grayscale, float_max_value)
+    return decode_array(image, do_grayscale, float_max_value, input_data_format)
 
 
 def decode_pil_image(image: Image.Image, do_grayscale: bool, float_max_value: float) -> np.ndarray:
-    """PIL image -> canonical array (see `MedViLLImageProcessor.process_image`)."""
-    if image.mode in EIGHT_BIT_PIL_MODES:
+    """PIL image -> channels-first array by the rules of `decode_image`."""
+    eight_bit_modes = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV")
+    wide_modes = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+    if image.mode in eight_bit_modes:
         array = np.asarray(image.convert("L" if do_grayscale else "RGB"))
         return check_not_empty(array.reshape(array.shape[0], array.shape[1], -1)).transpose(2, 0, 1)
-    if image.mode in SIXTEEN_BIT_PIL_MODES or image.mode in ("I", "F"):
-        return decode_array(np.asarray(image), do_grayscale, float_max_value, None)
+    if image.mode in wide_modes:
+        return decode_array(np.asarray(image), do_grayscale, float_max_value)
     raise ValueError(
-        f"unsupported PIL mode {image.mode!r}; supported: {', '.join(EIGHT_BIT_PIL_MODES + SIXTEEN_BIT_PIL_MODES)}, "
-        "I, F. Convert it first, e.g. image.convert('RGB')."
+        f"unsupported PIL mode {image.mode!r}; supported: {', '.join(eight_bit_modes + wide_modes)}. "
+        "Convert it first, e.g. image.convert('RGB')."
     )
 
 
-def decode_array(
-    array: np.ndarray, do_grayscale: bool, float_max_value: float, input_data_format, prefer_channels_first=False
-) -> np.ndarray:
-    """numpy image (HxW, HxWxC or CxHxW) -> canonical array (see `MedViLLImageProcessor.process_image`)."""
-    channels_last = to_channels_last(array, input_data_format, prefer_channels_first)
+def decode_array(image, do_grayscale: bool, float_max_value: float, input_data_format=None) -> np.ndarray:
+    """numpy array or torch tensor (HxW, HxWxC or CxHxW) -> channels-first array by the rules of `decode_image`."""
+    channels_last = to_channels_last(to_native_array(image), input_data_format, isinstance(image, torch.Tensor))
     check_not_empty(channels_last)
     if channels_last.dtype == np.bool_:
         channels_last = channels_last.astype(np.uint8) * 255
@@ -234,8 +230,20 @@ def decode_array(
     return float_to_canonical(to_unit_float(channels_last, float_max_value), do_grayscale)
 
 
+def to_native_array(image) -> np.ndarray:
+    """numpy view of an array or tensor in native byte order with its bit depth kept (16-bit floats widen to
+    float32, which numpy/PIL resize), so that dtype checks see `uint16`, never `>u2`."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        if image.dtype in (torch.bfloat16, torch.float16):
+            image = image.float()
+        return image.numpy()
+    return image.astype(image.dtype.newbyteorder("="), copy=False)
+
+
 def to_channels_last(array: np.ndarray, input_data_format, prefer_channels_first: bool) -> np.ndarray:
     """HxW / HxWxC / CxHxW -> HxWxC with C in (1, 3, 4); `prefer_channels_first` breaks ties (torch inputs)."""
+    channel_counts = (1, 3, 4)
     if array.ndim == 2:
         return array[:, :, None]
     if array.ndim != 3:
@@ -243,18 +251,18 @@ def to_channels_last(array: np.ndarray, input_data_format, prefer_channels_first
     if input_data_format is not None:
         channel_axis = 0 if ChannelDimension(input_data_format) == ChannelDimension.FIRST else 2
     else:
-        first, last = array.shape[0] in IMAGE_CHANNEL_COUNTS, array.shape[2] in IMAGE_CHANNEL_COUNTS
+        first, last = array.shape[0] in channel_counts, array.shape[2] in channel_counts
         if not (first or last):
             raise ValueError(
-                f"cannot find the channel axis of an image of shape {tuple(array.shape)}: MedViLL takes HxW, HxWxC "
-                "or CxHxW with C = 1 (gray), 3 (RGB) or 4 (RGBA). For a batch of gray images add a channel axis "
-                "(x[:, None]) or pass a list."
+                f"cannot find the channel axis of an image of shape {tuple(array.shape)}: this image processor "
+                "takes HxW, HxWxC or CxHxW with C = 1 (gray), 3 (RGB) or 4 (RGBA). For a batch of gray images add "
+                "a channel axis (x[:, None]) or pass a list."
             )
         channel_axis = 0 if first and (prefer_channels_first or not last) else 2
-    if array.shape[channel_axis] not in IMAGE_CHANNEL_COUNTS:
+    if array.shape[channel_axis] not in channel_counts:
         raise ValueError(
-            f"image of shape {tuple(array.shape)} has {array.shape[channel_axis]} channels; MedViLL takes 1 (gray), "
-            "3 (RGB) or 4 (RGBA)."
+            f"image of shape {tuple(array.shape)} has {array.shape[channel_axis]} channels; this image processor "
+            "takes 1 (gray), 3 (RGB) or 4 (RGBA)."
         )
     return np.moveaxis(array, channel_axis, -1) if channel_axis == 0 else array
 
@@ -274,13 +282,18 @@ def eight_bit_to_canonical(array: np.ndarray, do_grayscale: bool) -> np.ndarray:
 
 
 def to_unit_float(array: np.ndarray, float_max_value: float) -> np.ndarray:
-    """Non-8-bit HxWxC array -> float32 in [0, 1] by the bit-depth rules of the class docstring."""
+    """HxWxC array in native byte order, not 8-bit -> float32 in [0, 1] by the rules of `decode_image`.
+
+    Floats may overshoot `float_max_value` (or undershoot 0) by 1e-4 of it, the rounding of a rescale, before
+    that is an error; the overshoot is clipped.
+    """
+    sixteen_bit_max = 65535
     if array.dtype.kind == "f":
         finite = np.isfinite(array)
         if not finite.all():
             raise ValueError(f"image contains {int((~finite).sum())} NaN or infinite values.")
         low, high = float(array.min()), float(array.max())
-        tolerance = FLOAT_RANGE_TOLERANCE * float_max_value
+        tolerance = 1e-4 * float_max_value
         if low < -tolerance or high > float_max_value + tolerance:
             raise ValueError(
                 f"float image values span [{low:g}, {high:g}], outside [0, float_max_value={float_max_value:g}]: "
@@ -289,20 +302,20 @@ def to_unit_float(array: np.ndarray, float_max_value: float) -> np.ndarray:
             )
         return np.clip(array.astype(np.float64) / float_max_value, 0.0, 1.0).astype(np.float32)
     if array.dtype == np.uint16:
-        return (array.astype(np.float64) / SIXTEEN_BIT_MAX).astype(np.float32)
+        return (array.astype(np.float64) / sixteen_bit_max).astype(np.float32)
     if array.dtype == np.int32:
         low, high = int(array.min()), int(array.max())
-        if low < 0 or high > SIXTEEN_BIT_MAX:
+        if low < 0 or high > sixteen_bit_max:
             raise ValueError(
                 f"32-bit integer image (PIL mode 'I' / int32) with values in [{low}, {high}]; it is read as 16-bit "
-                f"and must lie in [0, {SIXTEEN_BIT_MAX}]. Rescale it to float in [0, 1] first."
+                f"and must lie in [0, {sixteen_bit_max}]. Rescale it to float in [0, 1] first."
             )
         if high <= 255:
             logger.warning_once(
                 "a 32-bit integer image (PIL mode 'I' / int32) with values <= 255 is read as 16-bit and comes out "
                 "nearly black; if it holds 8-bit data cast it to uint8 (or image.convert('L'))."
             )
-        return (array.astype(np.float64) / SIXTEEN_BIT_MAX).astype(np.float32)
+        return (array.astype(np.float64) / sixteen_bit_max).astype(np.float32)
     raise TypeError(
         f"images of dtype {array.dtype} have no bit-depth convention here; pass uint8 (8-bit), uint16 (16-bit), "
         "int32 in [0, 65535] (16-bit) or float in [0, float_max_value]."
@@ -310,10 +323,10 @@ def to_unit_float(array: np.ndarray, float_max_value: float) -> np.ndarray:
 
 
 def float_to_canonical(array: np.ndarray, do_grayscale: bool) -> np.ndarray:
-    """HxWxC float32 in [0, 1] -> CxHxW with alpha dropped and, for grayscale, PIL's luma weights in float."""
+    """HxWxC float32 in [0, 1] -> CxHxW with alpha dropped and, for grayscale, PIL's ITU-R 601-2 luma in float."""
     array = array[:, :, :3]
     if do_grayscale and array.shape[2] == 3:
-        array = (array.astype(np.float64) @ LUMA_WEIGHTS).astype(np.float32)[:, :, None]
+        array = (array.astype(np.float64) @ np.array([0.299, 0.587, 0.114])).astype(np.float32)[:, :, None]
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 

@@ -476,6 +476,15 @@ def check_label_batch(labels: torch.Tensor | None, input_ids: torch.Tensor | Non
         )
 
 
+def token_mean_cross_entropy(logits, labels, num_items_in_batch=None):
+    """Cross-entropy averaged over the target tokens (labels != -100): of this batch, or of the whole accumulated,
+    all-process batch when Trainer gives their count `num_items_in_batch` (so gradient accumulation and DDP give the
+    full-batch loss)."""
+    reduction = "mean" if num_items_in_batch is None else "sum"
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction=reduction)
+    return loss if num_items_in_batch is None else loss / num_items_in_batch
+
+
 def check_missing_weights(model: PreTrainedModel, missing_keys, source) -> None:
     """Refuse a load that left weights randomly initialised.
 
@@ -584,8 +593,8 @@ class MedViLLModel(MedViLLPreTrainedModel):
                 f"(size={self.config.image_size})."
             )
         dtype = self.embeddings.image_projection.weight.dtype
-        # Channels-last activations spare the convolutions their layout reorders (benchmarks/bench_forward.py).
-        return self.image_encoder(pixel_values.to(dtype=dtype, memory_format=torch.channels_last))
+        layout = torch.channels_last if self.config.resnet_channels_last else torch.contiguous_format
+        return self.image_encoder(pixel_values.to(dtype=dtype, memory_format=layout))
 
     def forward(
         self,
@@ -723,10 +732,16 @@ class MedViLLForPreTrainingOutput(ModelOutput):
 
 
 class MedViLLForPreTraining(MedViLLPreTrainedModel):
-    """Masked language modelling on the report + image-report matching on the pooled [CLS]."""
+    """Masked language modelling on the report + image-report matching on the pooled [CLS].
+
+    Under gradient accumulation and DDP (Trainer passes `num_items_in_batch`, the masked tokens of the whole
+    accumulated batch) the MLM loss is the mean over all those tokens, as in one full batch; the ITM mean of a
+    micro-batch is weighted by the micro-batch's share of those tokens, so it keeps its full-batch scale.
+    """
 
     _tied_weights_keys = {"mlm_head.decoder.weight": "medvill.embeddings.word_embeddings.weight"}
     new_head_modules = ("mlm_head", "itm_head")
+    accepts_loss_kwargs = True
 
     def __init__(self, config: MedViLLConfig):
         super().__init__(config)
@@ -754,6 +769,7 @@ class MedViLLForPreTraining(MedViLLPreTrainedModel):
         output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
+        num_items_in_batch=None,
         **kwargs,
     ) -> MedViLLForPreTrainingOutput:
         r"""
@@ -762,6 +778,8 @@ class MedViLLForPreTraining(MedViLLPreTrainedModel):
         image_token_indices: grid cells to keep; in training a fresh sorted sample of
             `config.num_pretraining_image_tokens` cells is drawn every forward (as the original), in
             evaluation every cell is used unless indices are given.
+        num_items_in_batch: MLM targets in the whole (accumulated, all-process) batch, given by Trainer (see the
+            class docstring).
         """
         check_label_batch(labels, input_ids)
         check_label_batch(itm_labels, input_ids, "itm_labels")
@@ -783,12 +801,15 @@ class MedViLLForPreTraining(MedViLLPreTrainedModel):
         logits = self.mlm_head(text_hidden)
         itm_logits = self.itm_head(self._matching_features(outputs))
         mlm_loss = itm_loss = loss = None
+        share = 1.0
         if labels is not None:
-            mlm_loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+            mlm_loss = token_mean_cross_entropy(logits, labels, num_items_in_batch)
             loss = mlm_loss
+            if num_items_in_batch is not None:
+                share = (labels != IGNORE_INDEX).sum() / num_items_in_batch
         if itm_labels is not None:
             itm_loss = F.cross_entropy(itm_logits.float(), itm_labels)
-            loss = itm_loss if loss is None else loss + itm_loss
+            loss = share * itm_loss if loss is None else loss + share * itm_loss
         return MedViLLForPreTrainingOutput(
             loss=loss,
             mlm_loss=mlm_loss,
@@ -952,14 +973,7 @@ class MedViLLForReportGeneration(MedViLLPreTrainedModel, GenerationMixin):
             output_hidden_states=output_hidden_states,
         )
         logits = self.mlm_head(outputs.last_hidden_state[:, outputs.prefix_length :])
-        loss = None
-        if labels is not None:
-            reduction = "mean" if num_items_in_batch is None else "sum"
-            loss = F.cross_entropy(
-                logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction=reduction
-            )
-            if num_items_in_batch is not None:
-                loss = loss / num_items_in_batch
+        loss = token_mean_cross_entropy(logits, labels, num_items_in_batch) if labels is not None else None
         return MedViLLForReportGenerationOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )

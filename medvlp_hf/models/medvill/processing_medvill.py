@@ -1,8 +1,10 @@
 """MedViLL processor: the image processor plus bert-base-uncased WordPiece, producing the text stream
-`[SEP] w_1 .. w_n [SEP]` that every MedViLL head reads (the model prepends `[CLS] v_1..v_N` itself)."""
+`[SEP] w_1 .. w_n [SEP]` that every MedViLL head reads (the model prepends `[CLS] v_1..v_N` itself), and the
+report-generation training stream with its [MASK]ed targets."""
 
 import os
 
+import torch
 from transformers import BertTokenizer
 from transformers.image_processing_base import BatchFeature
 from transformers.processing_utils import ProcessorMixin
@@ -19,6 +21,12 @@ QUESTION_REPLACEMENTS = ((",", ""), ("?", ""), ("'s", " 's"), ("...", ""), ("x r
 TEXT_KINDS = ("report", "question")
 TRUNCATING = (True, "longest_first", "only_first")
 NOT_TRUNCATING = (False, None, "do_not_truncate")
+IGNORE_INDEX = -100
+# Report-generation fine-tuning (the original's `Preprocess4Seq2seq`): per report min(3, max(1, round(0.15 * n)))
+# of its n wordpieces are predicted, and with p=0.5 one of those slots goes to the closing [SEP].
+REPORT_MAX_PREDICTIONS = 3
+REPORT_MASK_PROBABILITY = 0.15
+REPORT_FINAL_SEP_PROBABILITY = 0.5
 
 
 class MedViLLProcessor(ProcessorMixin):
@@ -28,7 +36,9 @@ class MedViLLProcessor(ProcessorMixin):
 
     `input_ids` is `[SEP] wordpieces [SEP]` padded with `[PAD]` (right by default, left with
     `padding_side="left"` for generation); `attention_mask` marks the real tokens including both `[SEP]`. No
-    `token_type_ids`: the model derives segments from the layout.
+    `token_type_ids`: the model derives segments from the layout. A report passed as `text_target` gives the
+    report-generation training inputs instead: the same stream with MedViLL's [MASK]ed targets and `labels`
+    (see [`~MedViLLProcessor.mask_for_report_generation`]).
 
     Args:
         image_processor ([`MedViLLImageProcessor`]): the image processor.
@@ -36,6 +46,9 @@ class MedViLLProcessor(ProcessorMixin):
         max_length (`int`, defaults to 255): default length limit of the text stream including both `[SEP]`
             (253 wordpieces, the original text budget).
     """
+
+    # The kinds of text `__call__` encodes (`text_kind`); the task collators ask for "question" in VQA.
+    text_kinds = TEXT_KINDS
 
     def __init__(self, image_processor=None, tokenizer=None, max_length=DEFAULT_TEXT_MAX_LENGTH, **kwargs):
         if max_length < 2:
@@ -55,15 +68,7 @@ class MedViLLProcessor(ProcessorMixin):
     @classmethod
     def from_vocab_file(cls, vocab_file, image_size=512, max_length=DEFAULT_TEXT_MAX_LENGTH, **image_processor_kwargs):
         """The default MedViLL processor built offline from a bert-base-uncased `vocab.txt` (one token per line)."""
-        vocab_file = os.fspath(vocab_file)
-        if not os.path.isfile(vocab_file):
-            raise FileNotFoundError(
-                f"WordPiece vocab file {vocab_file!r} not found; pass the bert-base-uncased vocab.txt "
-                "(medvlp_hf.resources.bert_base_uncased_vocab_file())."
-            )
-        tokenizer = BertTokenizer(vocab=vocab_file, do_lower_case=True)
-        if tokenizer.sep_token_id is None or tokenizer.pad_token_id is None:
-            raise ValueError(f"{vocab_file!r} has no [SEP] or [PAD] token; it is not a BERT WordPiece vocab.")
+        tokenizer = load_wordpiece_tokenizer(vocab_file)
         image_processor = MedViLLImageProcessor(size=image_size, **image_processor_kwargs)
         return cls(image_processor=image_processor, tokenizer=tokenizer, max_length=max_length)
 
@@ -94,6 +99,9 @@ class MedViLLProcessor(ProcessorMixin):
         padding_side=None,
         text_kind="report",
         pad_to_multiple_of=None,
+        text_target=None,
+        generator=None,
+        generation_prompt=False,
         **images_kwargs,
     ) -> BatchFeature:
         """Encode images and/or texts (one image per text when both are given).
@@ -111,24 +119,45 @@ class MedViLLProcessor(ProcessorMixin):
             text_kind (`"report"` or `"question"`): `"question"` applies [`~MedViLLProcessor.clean_question`]
                 first, as MedViLL's VQA code does.
             pad_to_multiple_of (`int`): round the padded length up to a multiple of this.
+            text_target (`str` or `list[str]`): reports to train report generation on, instead of `text`: returns
+                the masked stream as `input_ids`/`attention_mask` and `labels` (original ids at the [MASK]s, -100
+                elsewhere), see [`~MedViLLProcessor.mask_for_report_generation`].
+            generator (`torch.Generator`): source of the `text_target` masks (default: torch's global generator).
+            generation_prompt (`bool`): encode `text` as the start of a report for `generate()` to continue:
+                `[SEP] wordpieces` without the closing [SEP] (which would end the text), left-padded unless
+                `padding_side` says otherwise.
             images_kwargs: overrides of the image processor's settings (`size`, `do_resize`, ...).
         """
-        if images is None and text is None:
-            raise ValueError("MedViLLProcessor needs images, text or both.")
+        if text is not None and text_target is not None:
+            raise ValueError(
+                "MedViLL's text stream holds one text: pass `text` (to encode) or `text_target` (a report to train "
+                "report generation on), not both."
+            )
+        if text_target is not None and generation_prompt:
+            raise ValueError("generation_prompt=True encodes `text` for generate(); a `text_target` is a training target.")
+        if images is None and text is None and text_target is None:
+            raise ValueError("MedViLLProcessor needs images, text or both (or a text_target).")
         unknown = sorted(set(images_kwargs) - set(self.image_processor.valid_kwargs.__annotations__))
         if unknown:
             raise TypeError(f"MedViLLProcessor got unexpected keyword arguments {unknown}.")
+        text_kwargs = {
+            "generation_prompt": generation_prompt,
+            "padding": padding,
+            "truncation": truncation,
+            "max_length": max_length,
+            "padding_side": padding_side,
+            "text_kind": text_kind,
+            "pad_to_multiple_of": pad_to_multiple_of,
+        }
         data = {}
         if text is not None:
-            data.update(
-                self.encode_text(
-                    text, padding, truncation, max_length, padding_side, text_kind, pad_to_multiple_of, return_tensors
-                )
-            )
+            data.update(self.encode_text(text, return_tensors=return_tensors, **text_kwargs))
         if images is not None:
             images_kwargs["return_tensors"] = return_tensors or "pt"
             data["pixel_values"] = self.image_processor(images, **images_kwargs)["pixel_values"]
-        if text is not None and images is not None and len(data["input_ids"]) != len(data["pixel_values"]):
+        if text_target is not None:
+            data.update(self._encode_report_target(text_target, generator, return_tensors, text_kwargs))
+        if "input_ids" in data and images is not None and len(data["input_ids"]) != len(data["pixel_values"]):
             raise ValueError(
                 f"got {len(data['pixel_values'])} images and {len(data['input_ids'])} texts; MedViLL pairs one "
                 "image with one text."
@@ -145,43 +174,168 @@ class MedViLLProcessor(ProcessorMixin):
         text_kind="report",
         pad_to_multiple_of=None,
         return_tensors="pt",
+        generation_prompt=False,
     ) -> dict:
-        """Texts -> `{"input_ids", "attention_mask"}` in the `[SEP] wordpieces [SEP]` layout."""
-        texts = [text] if isinstance(text, str) else text
-        if not isinstance(texts, (list, tuple)) or not texts or not all(isinstance(t, str) for t in texts):
-            raise TypeError(f"text must be a str or a non-empty list of str, got {type(text).__name__}.")
+        """Texts -> `{"input_ids", "attention_mask"}` in the `[SEP] wordpieces [SEP]` layout (`[SEP] wordpieces`,
+        left-padded by default, for a `generation_prompt`)."""
         if text_kind not in TEXT_KINDS:
             raise ValueError(f"text_kind must be one of {TEXT_KINDS}, got {text_kind!r}.")
-        if truncation not in TRUNCATING + NOT_TRUNCATING:
-            raise ValueError(f"truncation must be True or False, got {truncation!r}.")
+        texts = text_list(text)
         if text_kind == "question":
             texts = [self.clean_question(t) for t in texts]
-        max_length = self.max_length if max_length is None else max_length
-        if max_length < 2:
-            raise ValueError(f"max_length={max_length} leaves no room for the two [SEP] of the text stream.")
         sep = self.tokenizer.sep_token_id
-        budget = max_length - 2
-        sequences = []
-        for index, wordpieces in enumerate(self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]):
-            if len(wordpieces) > budget:
-                if truncation in NOT_TRUNCATING:
-                    raise ValueError(
-                        f"text {index} is {len(wordpieces) + 2} tokens long with its two [SEP], over "
-                        f"max_length={max_length}; pass truncation=True (keeps the first {budget} wordpieces and both "
-                        "[SEP]) or a larger max_length."
-                    )
-                wordpieces = wordpieces[:budget]
-            sequences.append([sep, *wordpieces, sep])
-        padded = self.tokenizer.pad(
-            {"input_ids": sequences},
+        if generation_prompt and padding_side is None:
+            padding_side = "left"
+        return encode_layout(
+            self.tokenizer,
+            texts,
+            leading=[sep],
+            closing=[] if generation_prompt else [sep],
+            layout="[SEP] ..." if generation_prompt else "[SEP] ... [SEP]",
+            max_length=self.max_length if max_length is None else max_length,
+            truncation=truncation,
             padding=padding,
-            max_length=max_length,
-            pad_to_multiple_of=pad_to_multiple_of,
             padding_side=padding_side,
-            return_attention_mask=True,
+            pad_to_multiple_of=pad_to_multiple_of,
             return_tensors=return_tensors,
         )
-        return {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"]}
+
+    def _encode_report_target(self, text, generator, return_tensors, text_kwargs) -> dict:
+        """Reports -> `{"input_ids", "attention_mask", "labels"}`: the text stream with MedViLL's report-generation
+        masks drawn from `generator`."""
+        encoded = self.encode_text(text, return_tensors="pt", **text_kwargs)
+        encoded["input_ids"], encoded["labels"] = self.mask_for_report_generation(
+            encoded["input_ids"], encoded["attention_mask"], generator
+        )
+        return convert_tensors(encoded, return_tensors)
+
+    def mask_for_report_generation(
+        self,
+        input_ids,
+        attention_mask,
+        generator=None,
+        max_predictions=REPORT_MAX_PREDICTIONS,
+        mask_probability=REPORT_MASK_PROBABILITY,
+        final_token_probability=REPORT_FINAL_SEP_PROBABILITY,
+    ):
+        """MedViLL's report-generation fine-tuning masks (`Preprocess4Seq2seq`; reference/originals.md §2.7).
+
+        Per row, `min(max_predictions, max(1, round(mask_probability * n)))` of its `n` wordpieces become [MASK]
+        (never a random token); with `final_token_probability` one of those slots goes to the closing [SEP]
+        instead, so the model learns to stop (always for an empty report). Works for right and left padding.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, length)`): text streams `[SEP] wordpieces [SEP]`.
+            attention_mask (`torch.LongTensor` of shape `(batch, length)`): 1 at the stream's real tokens.
+            generator (`torch.Generator`, *optional*): source of the draws (default: torch's global generator).
+
+        Returns:
+            `(masked input_ids, labels)`, both `(batch, length)`; `labels` holds the original ids at the masked
+            positions and -100 elsewhere.
+        """
+        sep = self.tokenizer.sep_token_id
+        real = attention_mask.bool()
+        wordpieces = real & (input_ids != sep)
+        final_positions = input_ids.shape[1] - 1 - real.flip(dims=[1]).int().argmax(dim=1)
+        masked = input_ids.clone()
+        labels = torch.full_like(input_ids, IGNORE_INDEX)
+        for row in range(input_ids.shape[0]):
+            text_positions = wordpieces[row].nonzero().flatten()
+            count = len(text_positions)
+            predictions = min(max_predictions, max(1, round(mask_probability * count)))
+            with_final = bool(torch.rand((), generator=generator) < final_token_probability) or count == 0
+            shuffled = text_positions[torch.randperm(count, generator=generator)]
+            positions = shuffled[: predictions - 1] if with_final else shuffled[:predictions]
+            if with_final:
+                positions = torch.cat([positions, final_positions[row].unsqueeze(0)])
+            labels[row, positions] = input_ids[row, positions]
+            masked[row, positions] = self.tokenizer.mask_token_id
+        return masked, labels
+
+
+def load_wordpiece_tokenizer(vocab_file) -> BertTokenizer:
+    """A lower-casing `BertTokenizer` built offline from a WordPiece `vocab.txt` (one token per line).
+
+    Raises FileNotFoundError for a missing file and ValueError for a vocab without BERT's special tokens (the
+    tokenizer would append them after the vocab, with ids no BERT checkpoint has)."""
+    vocab_file = os.fspath(vocab_file)
+    if not os.path.isfile(vocab_file):
+        raise FileNotFoundError(
+            f"WordPiece vocab file {vocab_file!r} not found; pass the bert-base-uncased vocab.txt "
+            "(medvlp_hf.resources.bert_base_uncased_vocab_file())."
+        )
+    tokenizer = BertTokenizer(vocab=vocab_file, do_lower_case=True)
+    appended = [str(token) for index, token in tokenizer.added_tokens_decoder.items() if index >= tokenizer.vocab_size]
+    if appended:
+        raise ValueError(
+            f"{vocab_file!r} lacks BERT's special tokens {appended}; it is not a BERT WordPiece vocab "
+            "(bert-base-uncased's is medvlp_hf.resources.bert_base_uncased_vocab_file())."
+        )
+    return tokenizer
+
+
+def text_list(text) -> list[str]:
+    """A str or a non-empty list/tuple of str -> list of str; TypeError for anything else."""
+    texts = [text] if isinstance(text, str) else text
+    if not isinstance(texts, (list, tuple)) or not texts or not all(isinstance(t, str) for t in texts):
+        raise TypeError(f"text must be a str or a non-empty list of str, got {type(text).__name__}.")
+    return list(texts)
+
+
+def encode_layout(
+    tokenizer,
+    text,
+    leading,
+    closing,
+    layout,
+    max_length=None,
+    truncation=True,
+    padding="longest",
+    padding_side=None,
+    pad_to_multiple_of=None,
+    return_tensors="pt",
+) -> dict:
+    """Texts -> `{"input_ids", "attention_mask"}`: per text `leading + wordpieces + closing` (token-id lists), padded.
+
+    `max_length` counts every token (None: no limit); over it, `truncation=True` keeps the first wordpieces that fit
+    and `False` raises ValueError naming the text. `layout` describes the layout in errors, e.g. "[SEP] ... [SEP]".
+    """
+    texts = text_list(text)
+    if truncation not in TRUNCATING + NOT_TRUNCATING:
+        raise ValueError(f"truncation must be True or False, got {truncation!r}.")
+    if max_length is not None and max_length < len(leading) + len(closing):
+        raise ValueError(f"max_length={max_length} leaves no room for {layout}.")
+    if padding == "max_length" and max_length is None:
+        raise ValueError(f"padding='max_length' needs a max_length for {layout} (it has no default).")
+    sequences = []
+    for index, wordpieces in enumerate(tokenizer(texts, add_special_tokens=False)["input_ids"]):
+        length = len(leading) + len(wordpieces) + len(closing)
+        if max_length is not None and length > max_length:
+            budget = max_length - len(leading) - len(closing)
+            if truncation in NOT_TRUNCATING:
+                raise ValueError(
+                    f"text {index} is {length} tokens long as {layout}, over max_length={max_length}; pass "
+                    f"truncation=True (keeps its first {budget} wordpieces) or a larger max_length."
+                )
+            wordpieces = wordpieces[:budget]
+        sequences.append([*leading, *wordpieces, *closing])
+    padded = tokenizer.pad(
+        {"input_ids": sequences},
+        padding=padding,
+        max_length=max_length,
+        pad_to_multiple_of=pad_to_multiple_of,
+        padding_side=padding_side,
+        return_attention_mask=True,
+        return_tensors=return_tensors,
+    )
+    return {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"]}
+
+
+def convert_tensors(encoded: dict, return_tensors) -> dict:
+    """A dict of torch tensors as `return_tensors` asks: "pt" as is, "np" numpy arrays, None python lists."""
+    if return_tensors == "pt":
+        return encoded
+    return {key: value.numpy() if return_tensors == "np" else value.tolist() for key, value in encoded.items()}
 
 
 __all__ = ["MedViLLProcessor"]

@@ -7,7 +7,7 @@ from transformers import DynamicCache, StaticCache
 
 from medvlp_hf import MedViLLDecodingCache, MedViLLForReportGeneration
 from medvlp_hf.models.medvill.modeling_medvill import MedViLLLinear
-from tests.models.medvill.inputs import pixel_batch, tiny_config
+from tests.models.medvill.tester import pixel_batch, tiny_config
 
 
 @pytest.mark.parametrize("bias", [True, False])

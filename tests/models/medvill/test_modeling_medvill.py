@@ -1,82 +1,32 @@
-"""Common model checks for every MedViLL head (DESIGN.md "Tests"), on the tiny config."""
+"""MedViLL on the shared model checks (tests/common), plus what is special to MedViLL."""
 
 import pytest
 import torch
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForImageTextToText,
-    AutoModelForPreTraining,
-    AutoModelForVisualQuestionAnswering,
-)
 
 import medvlp_hf
 from medvlp_hf import (
     MedViLLForImageTextClassification,
     MedViLLForPreTraining,
-    MedViLLForReportGeneration,
     MedViLLForRetrieval,
     MedViLLForVQA,
     MedViLLModel,
 )
-from tests.models.medvill.inputs import HEAD_LABELS, head_labels, pixel_batch, text_batch, tiny_config
+from tests.common.model_tester import ModelTesterMixin
+from tests.models.medvill.tester import MedViLLModelTester, head_labels, tiny_config
 
-HEADS = [
-    MedViLLModel,
-    MedViLLForPreTraining,
-    MedViLLForVQA,
-    MedViLLForReportGeneration,
-    MedViLLForRetrieval,
-    MedViLLForImageTextClassification,
-]
-TRAINABLE_HEADS = HEADS[1:]
+TESTER = MedViLLModelTester()
 
 
-def head_name(model_class):
-    return model_class.__name__.removeprefix("MedViLL")
+class TestMedViLLModel(ModelTesterMixin):
+    tester = TESTER
 
 
 def build(model_class, seed=0, **overrides):
-    overrides.setdefault("num_labels", HEAD_LABELS.get(head_name(model_class), 2))
-    torch.manual_seed(seed)
-    return model_class(tiny_config(**overrides)).eval()
+    return TESTER.build(model_class, seed, **overrides)
 
 
-def batch(config, lengths=(5, 2, 3), seed=0, left_pad=False):
-    generator = torch.Generator().manual_seed(seed)
-    input_ids, attention_mask = text_batch(lengths, generator, left_pad=left_pad)
-    return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "pixel_values": pixel_batch(config, len(lengths), generator),
-    }
-
-
-def output_tensors(output):
-    return {key: value for key, value in output.items() if torch.is_tensor(value) and value.is_floating_point()}
-
-
-@pytest.mark.parametrize("model_class", HEADS, ids=head_name)
-def test_save_load_round_trip_is_bit_exact_and_strict(model_class, tmp_path):
-    model = build(model_class)
-    inputs = batch(model.config)
-    model.save_pretrained(tmp_path)
-    assert (tmp_path / "model.safetensors").is_file()
-    reloaded, info = model_class.from_pretrained(tmp_path, output_loading_info=True)
-    assert info["missing_keys"] == set() or not info["missing_keys"]
-    assert not info["unexpected_keys"] and not info["mismatched_keys"]
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, reloaded.state_dict()[name]), name
-    with torch.no_grad():
-        expected, actual = output_tensors(model(**inputs)), output_tensors(reloaded.eval()(**inputs))
-    for key in expected:
-        assert torch.equal(expected[key], actual[key]), key
-
-
-def test_checkpoint_of_another_size_is_refused(tmp_path):
-    build(MedViLLForVQA).save_pretrained(tmp_path)
-    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
-        MedViLLForVQA.from_pretrained(tmp_path, hidden_size=64, num_attention_heads=2, intermediate_size=128)
+def batch(config, batch_size=3, seed=0):
+    return TESTER.prepare_inputs(config, batch_size=batch_size, seed=seed)
 
 
 def test_initialisation():
@@ -103,39 +53,6 @@ def test_base_config_is_the_released_model():
     assert sum(unique.values()) == 135_188_092  # originals.md §1.4: the original pre-training model
 
 
-@pytest.mark.parametrize("model_class", HEADS, ids=head_name)
-def test_batch_equals_one_by_one(model_class):
-    model = build(model_class)
-    inputs = batch(model.config)
-    with torch.no_grad():
-        batched = model(**inputs)
-        for row in range(3):
-            length = int(inputs["attention_mask"][row].sum())
-            single = model(
-                input_ids=inputs["input_ids"][row : row + 1, :length],
-                attention_mask=inputs["attention_mask"][row : row + 1, :length],
-                pixel_values=inputs["pixel_values"][row : row + 1],
-            )
-            for key, value in output_tensors(single).items():
-                reference = batched[key][row : row + 1]
-                if key in ("logits", "last_hidden_state") and reference.dim() == 3:
-                    reference = reference[:, : value.shape[1]]
-                torch.testing.assert_close(value, reference, atol=1e-5, rtol=1e-5, msg=f"{key} row {row}")
-
-
-@pytest.mark.parametrize("model_class", HEADS, ids=head_name)
-def test_eager_equals_sdpa(model_class, tmp_path):
-    build(model_class).save_pretrained(tmp_path)
-    inputs = batch(tiny_config())
-    sdpa = model_class.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
-    eager = model_class.from_pretrained(tmp_path, attn_implementation="eager").eval()
-    assert sdpa.config._attn_implementation == "sdpa"
-    with torch.no_grad():
-        expected, actual = output_tensors(eager(**inputs)), output_tensors(sdpa(**inputs))
-    for key in expected:
-        torch.testing.assert_close(actual[key], expected[key], atol=1e-5, rtol=1e-4, msg=key)
-
-
 def test_output_attentions_uses_eager_weights():
     model = build(MedViLLModel)
     inputs = batch(model.config)
@@ -149,47 +66,10 @@ def test_output_attentions_uses_eager_weights():
     assert weights[1, :, :, padded_column].abs().max() == 0
 
 
-@pytest.mark.parametrize("model_class", TRAINABLE_HEADS, ids=head_name)
-def test_gradient_checkpointing_gives_the_same_gradients(model_class):
-    inputs = batch(tiny_config())
-    gradients = []
-    for checkpointing in (False, True):
-        model = build(model_class).train()
-        if checkpointing:
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            assert all(layer.gradient_checkpointing for layer in model.medvill.encoder.layers)
-        labels = head_labels(head_name(model_class), model.config, inputs["input_ids"], inputs["attention_mask"],
-                             torch.Generator().manual_seed(1))
-        torch.manual_seed(0)
-        model(**inputs, **labels).loss.backward()
-        gradients.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-    assert gradients[0].keys() == gradients[1].keys()
-    for name in gradients[0]:
-        torch.testing.assert_close(gradients[1][name], gradients[0][name], atol=1e-6, rtol=1e-5, msg=name)
-
-
-@pytest.mark.parametrize("model_class", TRAINABLE_HEADS, ids=head_name)
-def test_loss_falls_over_twenty_steps(model_class):
-    model = build(model_class).train()
-    inputs = batch(model.config, lengths=(6, 4, 5, 3))
-    labels = head_labels(head_name(model_class), model.config, inputs["input_ids"], inputs["attention_mask"],
-                         torch.Generator().manual_seed(2))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(20):
-        torch.manual_seed(0)
-        loss = model(**inputs, **labels).loss
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert losses[-1] < 0.5 * losses[0], losses
-
-
 def test_pretraining_outputs_and_image_sampling():
     model = build(MedViLLForPreTraining)
     inputs = batch(model.config)
-    labels = head_labels("ForPreTraining", model.config, inputs["input_ids"], inputs["attention_mask"],
+    labels = head_labels(MedViLLForPreTraining, model.config, inputs["input_ids"], inputs["attention_mask"],
                          torch.Generator().manual_seed(0))
     output = model(**inputs, **labels)
     torch.testing.assert_close(output.loss, output.mlm_loss + output.itm_loss)
@@ -209,7 +89,7 @@ def test_pretraining_outputs_and_image_sampling():
 def test_every_pretraining_mask_trains(mask_type):
     model = build(MedViLLForPreTraining, attention_mask_type=mask_type).train()
     inputs = batch(model.config)
-    labels = head_labels("ForPreTraining", model.config, inputs["input_ids"], inputs["attention_mask"],
+    labels = head_labels(MedViLLForPreTraining, model.config, inputs["input_ids"], inputs["attention_mask"],
                          torch.Generator().manual_seed(0))
     output = model(**inputs, **labels)
     output.loss.backward()
@@ -248,7 +128,7 @@ def test_classification_pos_weight_changes_the_loss():
 
 def test_retrieval_ranking_matches_pairwise_scores():
     model = build(MedViLLForRetrieval, seed=3, initializer_range=0.2)
-    inputs = batch(model.config, lengths=(4, 4, 4, 4), seed=5)
+    inputs = batch(model.config, batch_size=4, seed=5)
     image = inputs["pixel_values"][:1]
     scores, order = model.rank_texts(image, inputs["input_ids"], inputs["attention_mask"], batch_size=3)
     with torch.no_grad():
@@ -281,22 +161,3 @@ def test_bad_inputs_get_clear_errors():
         model(**inputs | {"attention_mask": inputs["attention_mask"][:, :3]})
     with pytest.raises(ValueError, match="attention_mask_type"):
         tiny_config(attention_mask_type="causal")
-
-
-def test_auto_classes_load_each_head(tmp_path):
-    expectations = {
-        MedViLLForVQA: AutoModelForVisualQuestionAnswering,
-        MedViLLForReportGeneration: AutoModelForImageTextToText,
-        MedViLLForPreTraining: AutoModelForPreTraining,
-        MedViLLForRetrieval: medvlp_hf.AutoModelForRetrieval,
-        MedViLLModel: AutoModel,
-    }
-    for model_class, auto_class in expectations.items():
-        folder = tmp_path / model_class.__name__
-        model = build(model_class)
-        model.save_pretrained(folder)
-        loaded = auto_class.from_pretrained(folder)
-        assert type(loaded) is model_class
-        for name, tensor in model.state_dict().items():
-            assert torch.equal(tensor, loaded.state_dict()[name]), name
-    assert type(AutoConfig.from_pretrained(tmp_path / "MedViLLForVQA")) is medvlp_hf.MedViLLConfig

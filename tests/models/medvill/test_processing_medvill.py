@@ -1,8 +1,10 @@
-"""MedViLL image processor and processor: pixel parity with the original torchvision pipeline, input rules for
-other encodings, the `[SEP] text [SEP]` stream, question cleaning, and save/load through the Auto classes."""
+"""MedViLL image processor and processor on the shared processor checks (tests/common), plus what is special to
+MedViLL: pixel parity with the original torchvision pipeline, input rules for other encodings, the `[SEP] text [SEP]`
+stream, question cleaning, and save/load through the Auto classes."""
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +13,11 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoProcessor
 
 import medvlp_hf  # noqa: F401  (registers the Auto classes)
+from medvlp_hf.models.medvill.configuration_medvill import MedViLLConfig
 from medvlp_hf.models.medvill.image_processing_medvill import MedViLLImageProcessor
 from medvlp_hf.models.medvill.processing_medvill import MedViLLProcessor
 from medvlp_hf.resources import bert_base_uncased_vocab_file
+from tests.common.processor_tester import ProcessorTester, ProcessorTesterMixin
 
 XRAYS = ("00000001_000.png", "00027426_000.png")
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
@@ -21,6 +25,18 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 SEP, PAD = 102, 0
 # One 8-bit level after normalisation by the smallest std: the float path (no uint8 rounding) may differ by this.
 ONE_LEVEL = 1.0 / 255 / 0.224
+
+
+class MedViLLProcessorTester(ProcessorTester):
+    processor_class = MedViLLProcessor
+    vocab_size = 30522
+
+    def get_model_config(self):
+        return MedViLLConfig.from_preset("tiny")
+
+
+class TestMedViLLProcessor(ProcessorTesterMixin):
+    tester = MedViLLProcessorTester()
 
 
 def torchvision_reference(image: Image.Image, height: int, width: int, grayscale: bool = True) -> torch.Tensor:
@@ -128,11 +144,16 @@ def test_rgba_drops_alpha(colour_image):
     assert torch.equal(pixels(rgba, size=32), expected)
 
 
-def test_palette_and_binary_modes_follow_pil_luma(colour_image):
-    palette = colour_image.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
-    assert torch.equal(pixels(palette, size=32)[0], torchvision_reference(palette, 32, 32))
-    binary = colour_image.convert("1")
-    assert torch.equal(pixels(binary, size=32)[0], torchvision_reference(binary, 32, 32))
+EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV")
+
+
+@pytest.mark.parametrize("mode", EIGHT_BIT_MODES)
+def test_every_eight_bit_pil_mode_follows_pil_convert(colour_image, mode):
+    image = colour_image.convert("RGBA").convert(mode) if mode == "PA" else colour_image.convert(mode)
+    assert image.mode == mode
+    assert torch.equal(pixels(image, size=32)[0], torchvision_reference(image, 32, 32))
+    rgb = pixels(image, size=32, do_grayscale=False)[0]
+    assert torch.equal(rgb, torchvision_reference(image, 32, 32, grayscale=False))
 
 
 @pytest.mark.parametrize("value", [0, 257, 32768, 65535])
@@ -148,6 +169,129 @@ def test_sixteen_bit_is_scaled_by_bit_depth(value):
     for image in inputs:
         out = pixels(image, size=16)[0]
         torch.testing.assert_close(out, expected.expand(3, 16, 16), rtol=0, atol=1e-6)
+
+
+# The image of the public bug report: 16-bit values 0, 16, ..., 65520 on a 64x64 grid.
+GRADIENT16 = (np.arange(4096, dtype=np.uint16) * 16).reshape(64, 64)
+# Every non-8-bit dtype with a bit-depth convention, holding the gradient in the range its rule reads.
+WIDE_DTYPES = {
+    "uint16": GRADIENT16,
+    "int32": GRADIENT16.astype(np.int32),
+    "float16": (GRADIENT16 / 65535).astype(np.float16),
+    "float32": (GRADIENT16 / 65535).astype(np.float32),
+    "float64": GRADIENT16 / 65535,
+}
+# A single image and every batch container (numpy stacking returns native order: swap after building).
+LAYOUTS = {
+    "HxW": lambda a: a,
+    "1xHxW": lambda a: a[None],
+    "HxWx3": lambda a: np.dstack([a, a[::-1], a.T]),
+    "list": lambda a: [a, a.T],
+    "4-D batch": lambda a: np.stack([a, a.T])[..., None],
+}
+
+
+def unit_pixels(image, **kwargs) -> torch.Tensor:
+    """Pixel values in [0, 1] at the input size (no resize, no normalisation)."""
+    return pixels(image, do_resize=False, do_normalize=False, **kwargs)
+
+
+def test_big_endian_sixteen_bit_pil_image_equals_native():
+    big_endian = Image.frombytes("I;16B", (64, 64), GRADIENT16.astype(">u2").tobytes())
+    assert torch.equal(pixels(big_endian, size=32), pixels(Image.fromarray(GRADIENT16), size=32))
+    expected = torch.from_numpy((GRADIENT16 / 65535).astype(np.float32)).expand(1, 3, 64, 64)
+    assert torch.equal(unit_pixels(big_endian), expected)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("byte_order", [">", "<", "="])
+@pytest.mark.parametrize("dtype", list(WIDE_DTYPES))
+def test_numpy_byte_orders_equal_native(dtype, byte_order, layout):
+    native = LAYOUTS[layout](WIDE_DTYPES[dtype])
+    ordered_dtype = WIDE_DTYPES[dtype].dtype.newbyteorder(byte_order)
+    images = [image.astype(ordered_dtype) for image in native] if layout == "list" else native.astype(ordered_dtype)
+    assert all(image.dtype.str == ordered_dtype.str for image in (images if layout == "list" else [images]))
+    expected = pixels(native, size=32)
+    assert expected.shape[0] == (2 if layout in ("list", "4-D batch") else 1)
+    assert torch.equal(pixels(images, size=32), expected)
+
+
+@pytest.mark.parametrize(
+    "mode, raw_mode, stored",
+    [
+        ("I;16", "I;16", GRADIENT16.astype("<u2")),
+        ("I;16L", "I;16L", GRADIENT16.astype("<u2")),
+        ("I;16B", "I;16B", GRADIENT16.astype(">u2")),
+        ("I;16N", "I;16N", GRADIENT16.astype("=u2")),
+        ("I", "I;32", GRADIENT16.astype("<i4")),
+        ("I", "I;32B", GRADIENT16.astype(">i4")),
+        ("I", "I;32N", GRADIENT16.astype("=i4")),
+        ("F", "F;32F", WIDE_DTYPES["float32"].astype("<f4")),
+        ("F", "F;32BF", WIDE_DTYPES["float32"].astype(">f4")),
+        ("F", "F;32NF", WIDE_DTYPES["float32"].astype("=f4")),
+    ],
+)
+def test_wide_pil_modes_from_every_byte_order_equal_native(mode, raw_mode, stored):
+    image = Image.frombytes(mode, (64, 64), stored.tobytes(), "raw", raw_mode)
+    assert image.mode == mode
+    native = stored.astype(stored.dtype.newbyteorder("="))
+    assert torch.equal(pixels(image, size=32), pixels(native, size=32))
+    assert torch.equal(pixels([image, image], size=32), pixels(np.stack([native, native])[..., None], size=32))
+    assert torch.equal(unit_pixels(image)[0, 0], torch.from_numpy((GRADIENT16 / 65535).astype(np.float32)))
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.int32, torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_torch_dtypes_equal_numpy(dtype):
+    tensor = torch.from_numpy(WIDE_DTYPES["float64"] if dtype.is_floating_point else GRADIENT16.astype(np.int32)).to(dtype)
+    as_numpy = tensor.float().numpy() if dtype == torch.bfloat16 else tensor.numpy()
+    assert torch.equal(pixels(tensor, size=32), pixels(as_numpy, size=32))
+    batch = torch.stack([tensor, tensor.T])[:, None]
+    assert torch.equal(pixels(batch, size=32), pixels([as_numpy, as_numpy.T], size=32))
+
+
+@pytest.mark.parametrize("width", [1, 3, 5, 63])
+def test_sixteen_bit_pil_images_with_odd_widths(width):
+    values = np.random.default_rng(width).integers(0, 65536, (7, width), dtype=np.uint16)
+    expected = torch.from_numpy((values / 65535).astype(np.float32))
+    for mode, stored in (("I;16", values.astype("<u2")), ("I;16B", values.astype(">u2"))):
+        image = Image.frombytes(mode, (width, 7), stored.tobytes())
+        assert torch.equal(unit_pixels(image)[0, 0], expected)
+        assert torch.equal(pixels(image, size=8), pixels(values, size=8))
+
+
+def test_non_contiguous_arrays_and_tensors_equal_their_copies(colour_image):
+    colour = np.array(colour_image)
+    views = [
+        GRADIENT16[::-1],
+        GRADIENT16[:, ::3],
+        GRADIENT16.T,
+        GRADIENT16.astype(">u2")[::2, ::-1],
+        np.broadcast_to(GRADIENT16[:1], (20, 64)),
+        colour[:, ::-1],
+        colour.transpose(1, 0, 2),
+        colour[::2, :, ::-1],
+    ]
+    for view in views:
+        assert not view.flags.c_contiguous
+        assert torch.equal(pixels(view, size=24), pixels(np.ascontiguousarray(view), size=24))
+    tensor16 = torch.from_numpy(GRADIENT16.astype(np.int32)).to(torch.uint16)
+    tensor_views = [
+        tensor16.T,
+        tensor16[:, ::2],
+        tensor16[None].expand(3, -1, -1),
+        torch.from_numpy(colour).permute(2, 0, 1),
+        torch.from_numpy(colour)[:, ::3].permute(2, 0, 1),
+    ]
+    for view in tensor_views:
+        assert not view.is_contiguous()
+        assert torch.equal(pixels(view, size=24), pixels(view.contiguous(), size=24))
+
+
+def test_bool_arrays_and_tensors_are_black_and_white():
+    mask = np.random.default_rng(4).random((20, 30)) > 0.5
+    expected = pixels(mask.astype(np.uint8) * 255, size=16)
+    for image in (mask, torch.from_numpy(mask), torch.from_numpy(mask)[None], Image.fromarray(mask)):
+        assert torch.equal(pixels(image, size=16), expected)
 
 
 def test_sixteen_bit_xray_matches_eight_bit(xray):
@@ -206,7 +350,12 @@ def test_batches_lists_and_4d_inputs(colour_image):
         (np.full((4, 4), -0.5), {}, ValueError, "outside [0, float_max_value=1]"),
         (Image.new("LAB", (4, 4)), {}, ValueError, "unsupported PIL mode 'LAB'"),
         (np.array([np.zeros((4, 4)), np.zeros((5, 5))], dtype=object), {}, ValueError, "pass a list of images"),
-        ("scan.png", {}, TypeError, "never reads files or URLs"),
+        ("scan.png", {}, TypeError, "never reads files or URLs: load the image first with medvlp_hf.data.load_image"),
+        (Path("scan.dcm"), {}, TypeError, "medvlp_hf.data.load_image(path)"),
+        (b"\x89PNG", {}, TypeError, "medvlp_hf.data.load_image(path)"),
+        (torch.zeros(4, 4, dtype=torch.uint32), {}, TypeError, "dtype uint32"),
+        (np.zeros((4, 4), ">i8"), {}, TypeError, "dtype int64"),
+        (Image.new("La", (4, 4)), {}, ValueError, "unsupported PIL mode 'La'"),
         (np.zeros((4, 4), np.int64), {}, TypeError, "dtype int64"),
         (Image.fromarray(np.full((4, 4), 70000, np.int32)), {}, ValueError, "must lie in [0, 65535]"),
         ([np.zeros((2, 4, 4, 3), np.uint8)], {}, ValueError, "not a list of batches"),
@@ -220,8 +369,10 @@ def test_batches_lists_and_4d_inputs(colour_image):
     ],
 )
 def test_image_errors_name_the_problem(image, kwargs, error, message):
-    with pytest.raises(error, match=re.escape(message)):
+    with pytest.raises(error, match=re.escape(message)) as raised:
         MedViLLImageProcessor(size=8)(image, **kwargs)
+    if not kwargs:  # raised by the decoding helpers, which later model folders copy: no model named
+        assert "MedViLL" not in str(raised.value)
 
 
 def test_image_processor_save_load(tmp_path, colour_image):
@@ -265,7 +416,7 @@ def test_truncation_keeps_both_separators(processor):
     assert short["input_ids"][1].tolist() == [SEP, wordpieces(processor, "ok")[0], SEP] + [PAD] * 7
     with pytest.raises(ValueError, match=rf"text 0 is {len(pieces) + 2} tokens .* over max_length=255"):
         processor(text=long_text, truncation=False)
-    with pytest.raises(ValueError, match="no room for the two"):
+    with pytest.raises(ValueError, match=re.escape("max_length=1 leaves no room for [SEP] ... [SEP]")):
         processor(text="a", max_length=1)
 
 
@@ -342,3 +493,10 @@ def test_processor_save_load_round_trip(tmp_path, colour_image):
         out = loaded(**inputs)
         assert out.keys() == expected.keys()
         assert all(torch.equal(out[key], expected[key]) for key in expected)
+
+
+def test_from_vocab_file_rejects_a_vocab_without_bert_special_tokens(tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("[PAD]\n[UNK]\nheart\nlung\n")
+    with pytest.raises(ValueError, match=re.escape("lacks BERT's special tokens ['[SEP]', '[CLS]', '[MASK]']")):
+        MedViLLProcessor.from_vocab_file(vocab)
