@@ -24,7 +24,7 @@ from medvlp_hf.training.vqa import (
     VQAArguments, answer_head_is_new, majority_answers, resolve_answers, set_answers,
     start_answer_logits_at_uniform_prior, vqa_metrics,
 )
-from tests.test_examples_common import EXAMPLES, REPO_ROOT
+from tests.test_examples_common import EXAMPLES, REPO_ROOT, example
 
 
 def test_config_overrides_take_the_type_of_the_field():
@@ -247,3 +247,25 @@ def test_majority_baseline_gives_each_answer_type_its_most_common_known_training
     assert metrics["baseline_closed_accuracy"] == 0.5 and metrics["baseline_open_accuracy"] == pytest.approx(2 / 3)
     assert metrics["baseline_overall_accuracy"] == pytest.approx(3 / 5)
     assert "baseline_closed_accuracy" not in vqa_metrics(evaluated)(EvalPrediction(predictions=logits, label_ids=targets))
+
+
+@pytest.mark.parametrize("script", ["vqa", "classification", "pretraining", "report_generation", "retrieval"])
+def test_help_shows_the_description_and_the_options_a_run_needs_first(script, capsys):
+    module = example(script)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    assert exit_info.value.code in (0, None)
+    short = capsys.readouterr().out
+    assert short.index(module.__doc__.strip().splitlines()[0]) < short.index("model (medvlp-hf):")
+    assert "Datasets:" in short and "demo" in short
+    sections = [short.index(title) for title in ("model (medvlp-hf):", "data (medvlp-hf):", "training (transformers")]
+    assert sections == sorted(sections)
+    assert "--model_type" in short and "medvill --config base|small|tiny" in short
+    assert f"--learning_rate LEARNING_RATE The initial learning rate for the optimizer. (default: " \
+           f"{module.DEFAULTS['learning_rate']})" in " ".join(short.split())
+    assert "--lr_scheduler_type" not in short and "--help-all lists them" in short
+    with pytest.raises(SystemExit):
+        module.main(["--help-all"])
+    full = capsys.readouterr().out
+    assert "--lr_scheduler_type" in full and "--ddp_backend" in full
+    assert len(short.splitlines()) < len(full.splitlines()) / 2

@@ -46,7 +46,7 @@ def test_main_job_command_trains_and_reports_accuracy(tmp_path):
         accuracy, baseline = metrics[f"eval_{kind}_accuracy"], metrics[f"eval_baseline_{kind}_accuracy"]
         assert accuracy >= baseline + 0.15, metrics
         assert f"{kind:<8}{accuracy:.3f}   baseline {baseline:.3f}" in output
-    assert f"Written to {argv[argv.index('--output_dir') + 1]}: the model with its processor" in output
+    assert f"Written to {argv[argv.index('--output_dir') + 1]}: the trained model" in output
     # Nothing an offline newcomer cannot act on: no Hub invitation, no processor-config chatter, no per-save bars.
     for noise in ("huggingface.co", "size should be a dictionary", "Writing model shards", "WARNING"):
         assert noise not in output, noise

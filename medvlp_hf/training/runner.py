@@ -137,7 +137,7 @@ def run_phases(trainer, processor, model_args, data_args, splits, split_names, e
     if push:
         results = card_results(metrics, "eval", split_names["eval"], data_args.dataset, card_metrics) if "eval" in splits else []
         publish(trainer, processor, model_args, data_args, results, command)
-    written = ["the model with its processor"] if "train" in splits else []
+    written = ["the trained model (a LoRA adapter with --lora) and its processor"] if "train" in splits else []
     written += [f"{phase}_results.json and {phase}_predictions.jsonl" for phase in ("eval", "predict") if phase in splits]
     if written and trainer.is_world_process_zero():
         logger.info(f"Written to {trainer.args.output_dir}: {', '.join(written)}.")
