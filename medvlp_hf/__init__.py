@@ -16,6 +16,14 @@ from .models.medvill import (
     MedViLLModel,
     MedViLLProcessor,
 )
+from .models.miss import (
+    MISSConfig,
+    MISSForPreTraining,
+    MISSForReportGeneration,
+    MISSForRetrieval,
+    MISSForVQA,
+    MISSModel,
+)
 from .resources import bert_base_uncased_vocab_file
 
 __version__ = "0.1.0"
@@ -33,6 +41,12 @@ __all__ = [
     "MedViLLImageProcessor",
     "MedViLLModel",
     "MedViLLProcessor",
+    "MISSConfig",
+    "MISSForPreTraining",
+    "MISSForReportGeneration",
+    "MISSForRetrieval",
+    "MISSForVQA",
+    "MISSModel",
     "bert_base_uncased_vocab_file",
     "config_class_for",
     "default_processor",

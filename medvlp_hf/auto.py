@@ -8,6 +8,7 @@ of their saved folders, so plain transformers loads them with `trust_remote_code
 
 from collections import OrderedDict
 
+import transformers
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -21,7 +22,7 @@ from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAuto
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
-from .models import medvill
+from .models import medvill, miss
 from .resources import tokenizer_dir
 
 
@@ -59,12 +60,18 @@ def _register_model(model_type, module, prefix):
             continue
         auto_class.register(config_class, model_class, exist_ok=True)
         model_class.register_for_auto_class(auto_map_entry)
-    image_processor_class = getattr(module, f"{prefix}ImageProcessor")
-    processor_class = getattr(module, f"{prefix}Processor")
-    AutoImageProcessor.register(config_class, slow_image_processor_class=image_processor_class, exist_ok=True)
-    AutoProcessor.register(config_class, processor_class, exist_ok=True)
-    image_processor_class.register_for_auto_class("AutoImageProcessor")
-    processor_class.register_for_auto_class("AutoProcessor")
+        # a model fact: transformers Auto classes that also load the class (e.g. a contrastive base model for
+        # AutoModelForZeroShotImageClassification)
+        for name in getattr(model_class, "additional_auto_classes", ()):
+            getattr(transformers, name).register(config_class, model_class, exist_ok=True)
+    image_processor_class = getattr(module, f"{prefix}ImageProcessor", None)
+    processor_class = getattr(module, f"{prefix}Processor", None)
+    if image_processor_class is not None:
+        AutoImageProcessor.register(config_class, slow_image_processor_class=image_processor_class, exist_ok=True)
+        image_processor_class.register_for_auto_class("AutoImageProcessor")
+    if processor_class is not None:
+        AutoProcessor.register(config_class, processor_class, exist_ok=True)
+        processor_class.register_for_auto_class("AutoProcessor")
     ZOO_MODEL_TYPES.append(model_type)
 
 
@@ -83,3 +90,4 @@ def default_processor(config):
 
 
 _register_model("medvill", medvill, "MedViLL")
+_register_model("miss", miss, "MISS")

@@ -3,6 +3,7 @@ frozen BatchNorm statistics, Trainer subclasses, and the train/evaluate/publish 
 
 from .arguments import DataArguments, ModelArguments, parse_arguments
 from .batch_norm import freeze_batch_norm_statistics
+from .callbacks import MomentumUpdateCallback
 from .datasets import DATASETS, load_task_dataset, run_splits, text_column
 from .lora import LORA_TARGET_MODULES, LORA_TRAINED_HEADS, apply_lora, save_lora_result
 from .modeling import build_model, build_processor, load_config, parse_config_overrides
@@ -19,6 +20,7 @@ __all__ = [
     "DataArguments",
     "ImageToTextTrainer",
     "MedVLPTrainer",
+    "MomentumUpdateCallback",
     "ModelArguments",
     "apply_lora",
     "build_model",

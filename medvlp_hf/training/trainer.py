@@ -2,9 +2,12 @@
 
 from transformers import Trainer
 
+from .callbacks import MomentumUpdateCallback, momentum_models
+
 
 class MedVLPTrainer(Trainer):
-    """Trainer with two evaluation conveniences:
+    """Trainer with two evaluation conveniences, and the momentum-encoder updates of models that have them
+    (`MomentumUpdateCallback`, added automatically):
 
     - `eval_data_collator` (default: the training collator) builds evaluation/prediction batches and is
       re-seeded with `eval_collator_seed` before every evaluation, so randomly masked evaluation batches (MLM,
@@ -15,6 +18,9 @@ class MedVLPTrainer(Trainer):
 
     def __init__(self, *args, eval_data_collator=None, eval_collator_seed=0, prediction_outputs=("logits",), **kwargs):
         super().__init__(*args, **kwargs)
+        registered = any(isinstance(callback, MomentumUpdateCallback) for callback in self.callback_handler.callbacks)
+        if momentum_models(self.model) and not registered:
+            self.add_callback(MomentumUpdateCallback)
         self.eval_data_collator = eval_data_collator
         self.eval_collator_seed = eval_collator_seed
         self.prediction_outputs = tuple(prediction_outputs)

@@ -26,9 +26,15 @@ class GenerationTester:
         """A tiny model whose generations depend on the image (a random init that steers the decoder)."""
         raise NotImplementedError
 
-    def image_inputs(self, config, batch_size=3, seed=0):
-        """The image inputs of `generate` (e.g. `{"pixel_values": ...}`), one image per row."""
+    def image_inputs(self, config, batch_size=3, seed=0, model_class=None):
+        """What `generate` of `model_class` is conditioned on (e.g. `{"pixel_values": ...}`, plus the questions of a
+        VQA head), one image per row."""
         raise NotImplementedError
+
+    def prompt_inputs(self, model_class, input_ids, attention_mask=None):
+        """The `generate` keyword arguments that pass `input_ids` as the prompt the output continues (a VQA head's
+        answer decoder takes them as `decoder_input_ids`)."""
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
 
     def prompts(self, config):
         """Three prompts of different lengths as token-id lists, as the processor writes generation prompts."""
@@ -52,7 +58,7 @@ class GenerationTesterMixin:
 
     def _model_and_images(self, model_class):
         model = self.tester.build(model_class).eval()
-        return model, self.tester.image_inputs(model.config)
+        return model, self.tester.image_inputs(model.config, model_class=model_class)
 
     def test_kv_cache_name_is_the_one_generate_passes(self):
         """The model folder's one cache name (KV_CACHE) is the keyword this transformers' generate() passes."""
@@ -99,11 +105,12 @@ class GenerationTesterMixin:
             pad = model.config.pad_token_id
             input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
             attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-            batched = model.generate(input_ids=input_ids, attention_mask=attention_mask, **images, max_new_tokens=8,
-                                     **options)
+            batched = model.generate(**self.tester.prompt_inputs(model_class, input_ids, attention_mask), **images,
+                                     max_new_tokens=8, **options)
             for row, prompt in enumerate(prompts):
                 single_images = {key: value[row : row + 1] for key, value in images.items()}
-                single = model.generate(input_ids=torch.tensor([prompt]), **single_images, max_new_tokens=8, **options)
+                single = model.generate(**self.tester.prompt_inputs(model_class, torch.tensor([prompt])), **single_images,
+                                        max_new_tokens=8, **options)
                 produced = batched[row, width - len(prompt) :].tolist()
                 expected = single[0].tolist()
                 assert produced[: len(expected)] == expected, (model_class.__name__, options, row)
@@ -114,7 +121,7 @@ class GenerationTesterMixin:
             prompt = torch.tensor([self.tester.prompt_with_end_token(model.config)])
             single = {key: value[:1] for key, value in images.items()}
             with pytest.raises(ValueError, match="end-of-text"):
-                model.generate(input_ids=prompt, **single, max_new_tokens=3)
+                model.generate(**self.tester.prompt_inputs(model_class, prompt), **single, max_new_tokens=3)
 
     def test_generation_through_remote_code_in_a_fresh_process(self, tmp_path):
         """A saved generating head gives the same tokens with plain transformers and trust_remote_code=True."""

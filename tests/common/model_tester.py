@@ -15,9 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
-from transformers import AutoConfig, Trainer, TrainingArguments
+from transformers import AutoConfig, PreTrainedModel, Trainer, TrainingArguments
 
-HEAD_KINDS = ("all", "trainable", "mean_loss", "new_head")
+HEAD_KINDS = ("all", "trainable", "mean_loss", "new_head", "paired")
 
 
 def for_heads(kind):
@@ -56,14 +56,20 @@ class ModelTester:
     # heads whose loss is a mean over tokens or samples (gradient accumulation must not change it); losses over
     # in-batch or sampled negatives depend on the batch by definition and are left out
     mean_loss_model_classes = ()
+    # contrastive heads that compare any number of images with any number of texts (CLIP-style), instead of reading
+    # one image per text
+    unpaired_model_classes = ()
+    # outputs of shape (images, texts) scoring every image against every text: one example alone gives the diagonal
+    pairwise_outputs = ()
     model_folder = None  # e.g. "medvill": medvlp_hf/models/<folder>/
 
     def get_config(self, **overrides):
         """The tiny config, dropout off, with `overrides`."""
         raise NotImplementedError
 
-    def prepare_inputs(self, config, batch_size=3, seed=0, left_pad=False):
-        """Model inputs of `batch_size` examples whose texts have different lengths (padded)."""
+    def prepare_inputs(self, config, batch_size=3, seed=0, left_pad=False, model_class=None):
+        """Model inputs of `batch_size` examples whose texts have different lengths (padded), for `model_class`
+        (heads that read more than images and texts, e.g. an answer decoder's inputs, add them)."""
         raise NotImplementedError
 
     def prepare_labels(self, model_class, config, inputs, generator):
@@ -79,9 +85,24 @@ class ModelTester:
         image token instead of sampling some)."""
         return {}
 
+    def accumulation_overrides(self):
+        """Config overrides for the gradient-accumulation check: the training overrides, and for heads whose loss
+        also has batch-level terms, only their mean terms."""
+        return self.training_overrides()
+
+    def batch_independent_overrides(self):
+        """Config overrides under which every head's per-example outputs do not depend on the rest of the batch
+        (heads with in-batch contrastive or matching terms drop them)."""
+        return {}
+
     def add_layer(self, config_dict):
         """Ask a saved config.json for one more layer than its weights hold."""
         config_dict["num_hidden_layers"] += 1
+
+    def widen(self, config):
+        """Make `config` (a config object) ask for wider layers than a checkpoint of the tiny config holds."""
+        config.hidden_size *= 2
+        config.intermediate_size *= 2
 
     def assert_labels_predicted(self, model_class, output, labels):
         """Every label of a memorised batch is predicted: `<name>labels` is read off `<name>logits` by arg-max
@@ -97,7 +118,7 @@ class ModelTester:
     def training_rows(self, model_class, config, count):
         """`count` dataset rows (dicts of tensors, one example each) a Trainer can batch for `model_class`; inputs
         that make the loss depend on the micro-batch (BatchNorm statistics, stochastic sampling) are avoided."""
-        inputs = self.prepare_inputs(config, batch_size=count, seed=11)
+        inputs = self.prepare_inputs(config, batch_size=count, seed=11, model_class=model_class)
         labels = self.prepare_labels(model_class, config, inputs, torch.Generator().manual_seed(12))
         return [{key: value[row] for key, value in {**inputs, **labels}.items()} for row in range(count)]
 
@@ -116,6 +137,8 @@ class ModelTester:
             return [cls for cls in self.model_classes if cls is not self.base_model_class]
         if kind == "mean_loss":
             return list(self.mean_loss_model_classes)
+        if kind == "paired":
+            return [cls for cls in self.model_classes if cls not in self.unpaired_model_classes]
         return [cls for cls in self.model_classes if cls.new_head_modules]
 
     def build(self, model_class, seed=0, **overrides):
@@ -144,7 +167,7 @@ class ModelTesterMixin:
     @for_heads("all")
     def test_save_load_round_trip_is_bit_exact(self, model_class, tmp_path):
         model = self.tester.build(model_class)
-        inputs = self.tester.prepare_inputs(model.config)
+        inputs = self.tester.prepare_inputs(model.config, model_class=model_class)
         model.save_pretrained(tmp_path)
         assert (tmp_path / "model.safetensors").is_file()
         reloaded, info = model_class.from_pretrained(tmp_path, output_loading_info=True)
@@ -169,9 +192,9 @@ class ModelTesterMixin:
     def test_checkpoint_of_another_size_is_refused(self, tmp_path):
         self.tester.build(self.tester.base_model_class).save_pretrained(tmp_path)
         config = AutoConfig.from_pretrained(tmp_path)
-        wider = {"hidden_size": 2 * config.hidden_size, "intermediate_size": 2 * config.intermediate_size}
+        self.tester.widen(config)
         with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
-            self.tester.base_model_class.from_pretrained(tmp_path, **wider)
+            self.tester.base_model_class.from_pretrained(tmp_path, config=config)
 
     def test_missing_weights_are_refused_with_the_cause(self, tmp_path):
         """A config that asks for one more layer than the weights hold must not load with a random layer."""
@@ -188,8 +211,11 @@ class ModelTesterMixin:
         base = self.tester.build(self.tester.base_model_class)
         base.save_pretrained(tmp_path / "base")
         head = model_class.from_pretrained(tmp_path / "base", **self._label_fields(model_class))
-        for name, tensor in base.state_dict().items():
-            assert torch.equal(head.base_model.state_dict()[name], tensor), name
+        head_state = head.base_model.state_dict()
+        shared = base.state_dict().keys() & head_state.keys()
+        assert shared, "the head must hold the base model's weights (all of them, or its towers)"
+        for name in shared:
+            assert torch.equal(head_state[name], base.state_dict()[name]), name
         head.save_pretrained(tmp_path / "head")
         weights = load_file(tmp_path / "head" / "model.safetensors")
         dropped = next(key for key in sorted(weights) if key.startswith(f"{model_class.new_head_modules[-1]}."))
@@ -221,22 +247,22 @@ class ModelTesterMixin:
         expected = {}
         for model_class in self.tester.model_classes:
             model = self.tester.build(model_class)
-            inputs = self.tester.prepare_inputs(model.config)
+            inputs = self.tester.prepare_inputs(model.config, model_class=model_class)
+            torch.save(inputs, tmp_path / f"{model_class.__name__}-inputs.pt")
             model.save_pretrained(tmp_path / model_class.__name__)
             saved = json.loads((tmp_path / model_class.__name__ / "config.json").read_text())
             assert saved["auto_map"].get(model_class._auto_class, "").endswith(model_class.__name__)
             with torch.no_grad():
                 expected[model_class.__name__] = float_outputs(model(**inputs))
-        torch.save(inputs, tmp_path / "inputs.pt")
         loader = textwrap.dedent(
             """
             import json, sys
             sys.modules["medvlp_hf"] = None  # any import of the package now fails
             import torch, transformers
             root, names = sys.argv[1], sys.argv[2:]
-            inputs = torch.load(f"{root}/inputs.pt")
             results = {}
             for name in names:
+                inputs = torch.load(f"{root}/{name}-inputs.pt")
                 entry = json.load(open(f"{root}/{name}/config.json"))["auto_map"]
                 auto = next(key for key, value in entry.items() if value.endswith("." + name))
                 model = getattr(transformers, auto).from_pretrained(f"{root}/{name}", trust_remote_code=True).eval()
@@ -263,15 +289,21 @@ class ModelTesterMixin:
 
     @for_heads("all")
     def test_batch_equals_one_by_one(self, model_class):
-        model = self.tester.build(model_class)
-        inputs = self.tester.prepare_inputs(model.config)
+        """Every per-example output of a padded batch equals the example's alone (batch-level scalars, such as a
+        loss, are left out; image-text score matrices are compared on their diagonal)."""
+        model = self.tester.build(model_class, **self.tester.batch_independent_overrides())
+        inputs = self.tester.prepare_inputs(model.config, model_class=model_class)
         with torch.no_grad():
             batched = float_outputs(model(**inputs))
             for row in range(inputs["input_ids"].shape[0]):
                 single = float_outputs(model(**self.tester.single_example(inputs, row)))
                 assert single.keys() == batched.keys()
                 for key, value in single.items():
+                    if value.dim() == 0:
+                        continue
                     reference = batched[key][row : row + 1]
+                    if key in self.tester.pairwise_outputs:
+                        reference = batched[key][row : row + 1, row : row + 1]
                     if value.dim() >= 2 and value.shape[1] != reference.shape[1]:
                         reference = reference[:, : value.shape[1]]
                     torch.testing.assert_close(value, reference, atol=1e-5, rtol=1e-5, msg=f"{key} row {row}")
@@ -281,16 +313,18 @@ class ModelTesterMixin:
         self.tester.build(model_class).save_pretrained(tmp_path)
         sdpa = model_class.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
         eager = model_class.from_pretrained(tmp_path, attn_implementation="eager").eval()
-        assert sdpa.config._attn_implementation == "sdpa" and eager.config._attn_implementation == "eager"
-        inputs = self.tester.prepare_inputs(sdpa.config)
+        for model, implementation in ((sdpa, "sdpa"), (eager, "eager")):
+            configs = [module.config for module in model.modules() if isinstance(module, PreTrainedModel)]
+            assert {config._attn_implementation for config in configs} == {implementation}
+        inputs = self.tester.prepare_inputs(sdpa.config, model_class=model_class)
         with torch.no_grad():
             assert_outputs_close(sdpa(**inputs), eager(**inputs), atol=1e-5, rtol=1e-4)
 
-    @for_heads("all")
+    @for_heads("paired")
     def test_mismatched_batch_sizes_get_a_clear_error(self, model_class):
         """One image with two texts, or labels for another batch: a ValueError naming both sizes, for every input."""
         model = self.tester.build(model_class)
-        inputs = self.tester.prepare_inputs(model.config, batch_size=2)
+        inputs = self.tester.prepare_inputs(model.config, batch_size=2, model_class=model_class)
         image_key = "pixel_values"
         with pytest.raises(ValueError, match=r"1 image\(s\).*2 text\(s\)"):
             model(**inputs | {image_key: inputs[image_key][:1]})
@@ -306,7 +340,7 @@ class ModelTesterMixin:
         gradients = []
         for checkpointing in (False, True):
             model = self.tester.build(model_class).train()
-            inputs = self.tester.prepare_inputs(model.config)
+            inputs = self.tester.prepare_inputs(model.config, model_class=model_class)
             labels = self.tester.prepare_labels(model_class, model.config, inputs, torch.Generator().manual_seed(1))
             if checkpointing:
                 model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -324,7 +358,7 @@ class ModelTesterMixin:
         """A working head memorises four distinct examples: every label of the batch is predicted exactly, and
         the loss falls to a small fraction of its start (a check on the whole training path, not on luck)."""
         model = self.tester.build(model_class, **self.tester.training_overrides()).train()
-        inputs = self.tester.prepare_inputs(model.config, batch_size=4, seed=3)
+        inputs = self.tester.prepare_inputs(model.config, batch_size=4, seed=3, model_class=model_class)
         labels = self.tester.prepare_labels(model_class, model.config, inputs, torch.Generator().manual_seed(2))
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
         losses = []
@@ -356,7 +390,7 @@ class ModelTesterMixin:
     def _train_one_step(self, model_class, output_dir, batch_size, accumulation):
         """(logged training loss, per-parameter change of one plain SGD step at learning rate 1 = minus the
         gradient) of a Trainer run over the same four rows."""
-        model = self.tester.build(model_class, **self.tester.training_overrides())
+        model = self.tester.build(model_class, **self.tester.accumulation_overrides())
         initial = {n: p.detach().clone() for n, p in model.named_parameters()}
         args = TrainingArguments(
             output_dir=str(output_dir), per_device_train_batch_size=batch_size,

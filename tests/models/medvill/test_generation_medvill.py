@@ -18,7 +18,7 @@ class MedViLLGenerationTester(GenerationTester):
         torch.manual_seed(seed)
         return model_class(tiny_config(vocab_size=64, initializer_range=0.3, **SPECIAL_IDS))
 
-    def image_inputs(self, config, batch_size=3, seed=0):
+    def image_inputs(self, config, batch_size=3, seed=0, model_class=None):
         return {"pixel_values": pixel_batch(config, batch_size, torch.Generator().manual_seed(seed)) * 3}
 
     def prompts(self, config):

@@ -89,7 +89,7 @@ class MedViLLModelTester(ModelTester):
     def training_overrides(self):
         return {"num_pretraining_image_tokens": 4}  # every grid cell: pre-training draws no random subset
 
-    def prepare_inputs(self, config, batch_size=3, seed=0, left_pad=False):
+    def prepare_inputs(self, config, batch_size=3, seed=0, left_pad=False, model_class=None):
         generator = torch.Generator().manual_seed(seed)
         input_ids, attention_mask = text_batch(TEXT_LENGTHS[:batch_size], generator, left_pad=left_pad)
         return {
