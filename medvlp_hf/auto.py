@@ -22,7 +22,7 @@ from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAuto
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
-from .models import medvill, miss
+from .models import m2i2, medvill, miss
 from .resources import tokenizer_dir
 
 
@@ -91,3 +91,4 @@ def default_processor(config):
 
 _register_model("medvill", medvill, "MedViLL")
 _register_model("miss", miss, "MISS")
+_register_model("m2i2", m2i2, "M2I2")
