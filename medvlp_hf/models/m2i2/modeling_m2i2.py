@@ -352,7 +352,8 @@ class M2I2VisionEncoder(nn.Module):
 class M2I2VisionEmbeddings(nn.Module):
     """Patch embeddings (a stride-`patch_size` convolution) plus position embeddings, optionally masked, behind a [CLS]
     embedding with the table's row 0. Without masking this is ALBEF's ViT input (`[CLS]; patches` + table); with masking,
-    MAE's (position embeddings added before the patches are dropped)."""
+    MAE's (position embeddings added before the patches are dropped). A learnt table is a parameter; MAE's fixed table
+    a buffer, saved with the weights as the original saves it."""
 
     def __init__(self, config: M2I2VisionConfig):
         super().__init__()
@@ -360,10 +361,11 @@ class M2I2VisionEmbeddings(nn.Module):
         self.patch_embedding = nn.Conv2d(
             config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
         )
-        self.position_embedding = nn.Parameter(
-            torch.zeros(1, config.grid_size**2 + 1, config.hidden_size),
-            requires_grad=config.position_embedding_type == "learned",
-        )
+        table = torch.zeros(1, config.grid_size**2 + 1, config.hidden_size)
+        if config.position_embedding_type == "learned":
+            self.position_embedding = nn.Parameter(table)
+        else:
+            self.register_buffer("position_embedding", table)
 
     def forward(self, pixel_values, patch_noise=None, mask_ratio=0.0):
         """(embeddings (B, 1 + kept, D), patch mask or None, ids_restore or None)."""
@@ -470,9 +472,7 @@ class M2I2MIMDecoder(PreTrainedModel):
         self.grid_size = vision_config.grid_size
         self.embed = nn.Linear(vision_config.hidden_size, config.hidden_size)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
-        self.position_embedding = nn.Parameter(
-            torch.zeros(1, self.grid_size**2 + 1, config.hidden_size), requires_grad=False
-        )
+        self.register_buffer("position_embedding", torch.zeros(1, self.grid_size**2 + 1, config.hidden_size))
         self.encoder = M2I2VisionEncoder(config)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.prediction = nn.Linear(config.hidden_size, vision_config.patch_size**2 * vision_config.num_channels)
@@ -962,6 +962,8 @@ class M2I2PreTrainedModel(PreTrainedModel):
     # Modules a head adds on top of a checkpoint of another head: freshly initialised when it is fine-tuned from one
     # (the only weights `from_pretrained` may find missing), trained in full under LoRA.
     new_head_modules = ()
+    # momentum copies of modules (online name -> momentum name), never trained (see `M2I2MomentumMixin`)
+    momentum_modules = {}
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -1006,7 +1008,13 @@ class M2I2PreTrainedModel(PreTrainedModel):
                 f"with {cls.__name__}.from_pretraining({str(source)!r})."
             )
         check_missing_weights(model, missing, source)
+        model._freeze_momentum_modules()
         return (model, loading_info) if output_loading_info else model
+
+    def _freeze_momentum_modules(self):
+        """Momentum copies are never trained (loading replaces parameters, so `from_pretrained` freezes them again)."""
+        for name in self.momentum_modules.values():
+            getattr(self, name).requires_grad_(False)
 
     def _restore_derived_state(self, missing: set) -> set:
         """Heads with momentum encoders or queues override this; returns the missing keys left."""
@@ -1152,8 +1160,6 @@ class M2I2MomentumMixin:
     optimizer step by `momentum_step()` (called by `medvlp_hf.training.MomentumUpdateCallback` under Trainer), never
     trained, and the distillation weight `distillation_alpha` their soft targets get."""
 
-    momentum_modules = {}
-
     def momentum_parameter_pairs(self):
         """(name, online parameter, momentum parameter) of every momentum weight; a weight tied to another (an LM
         head's decoder to the word embeddings) is listed once."""
@@ -1164,10 +1170,6 @@ class M2I2MomentumMixin:
                 if id(parameter) not in seen:
                     seen.add(id(parameter))
                     yield f"{online_name}.{name}", parameter, momentum[name]
-
-    def _freeze_momentum_modules(self):
-        for name in self.momentum_modules.values():
-            getattr(self, name).requires_grad_(False)
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -1536,7 +1538,7 @@ def vqa_state_dict_from_pretraining(state_dict: dict, config: M2I2Config) -> dic
     fusion_layer, grid = config.text_config.fusion_layer, config.vision_config.grid_size
     weights = {}
     for name, tensor in state_dict.items():
-        module, rest = name.split(".", 1)
+        module, _, rest = name.partition(".")
         base, suffix = module.removesuffix("_m"), "_m" if module.endswith("_m") else ""
         if suffix and not config.vqa_distillation:
             continue
