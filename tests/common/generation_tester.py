@@ -109,8 +109,8 @@ class GenerationTesterMixin:
                                      max_new_tokens=8, **options)
             for row, prompt in enumerate(prompts):
                 single_images = {key: value[row : row + 1] for key, value in images.items()}
-                single = model.generate(**self.tester.prompt_inputs(model_class, torch.tensor([prompt])), **single_images,
-                                        max_new_tokens=8, **options)
+                prompt_inputs = self.tester.prompt_inputs(model_class, torch.tensor([prompt]))
+                single = model.generate(**prompt_inputs, **single_images, max_new_tokens=8, **options)
                 produced = batched[row, width - len(prompt) :].tolist()
                 expected = single[0].tolist()
                 assert produced[: len(expected)] == expected, (model_class.__name__, options, row)

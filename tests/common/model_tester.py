@@ -146,7 +146,9 @@ class ModelTester:
         return model_class(self.config_for(model_class, **overrides)).eval()
 
 
-class _Rows(Dataset):
+class Rows(Dataset):
+    """A dataset of prepared rows (dicts of tensors) for Trainer."""
+
     def __init__(self, rows):
         self.rows = rows
 
@@ -399,5 +401,5 @@ class ModelTesterMixin:
             save_strategy="no", disable_tqdm=True, remove_unused_columns=False,
         )
         rows = self.tester.training_rows(model_class, model.config, 4)
-        result = Trainer(model=model, args=args, train_dataset=_Rows(rows)).train()
+        result = Trainer(model=model, args=args, train_dataset=Rows(rows)).train()
         return result.training_loss, {n: p.detach() - initial[n] for n, p in model.named_parameters()}

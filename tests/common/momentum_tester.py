@@ -7,12 +7,14 @@ The model follows the protocol of `medvlp_hf.training.callbacks.momentum_models`
 `class TestXMomentum(MomentumTesterMixin): momentum_tester = ...`.
 """
 
+import socket
+
 import pytest
 import torch
-from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from medvlp_hf.training import MomentumUpdateCallback
+from medvlp_hf.training import MedVLPTrainer, MomentumUpdateCallback
+from tests.common.model_tester import Rows
 
 
 class MomentumTester:
@@ -31,17 +33,6 @@ class MomentumTester:
         """(scores (questions, candidates), number of candidates) of a top-k ranking over a candidate set (answer
         ranking, ITM re-ranking), -inf for candidates left out."""
         raise NotImplementedError
-
-
-class _Rows(Dataset):
-    def __init__(self, rows):
-        self.rows = rows
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, index):
-        return self.rows[index]
 
 
 class _Recorder(TrainerCallback):
@@ -65,6 +56,27 @@ def _arguments(output_dir, **overrides):
     )
 
 
+def _enqueue_in_process(rank, world_size, port, tester, output_dir):
+    """One DDP process (gloo, CPU): a training forward on its own pairs, then `momentum_step()`; saves its queue."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+    )
+    try:
+        torch.manual_seed(0)
+        model = tester.model_class(tester.get_config(queue_size=16)).train()
+        model(**torch.utils.data.default_collate(tester.pair_rows(model.config, 2, seed=rank)))
+        model.momentum_step()
+        torch.save(model.feature_queue.state_dict(), f"{output_dir}/queue-{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class MomentumTesterMixin:
     momentum_tester: MomentumTester
 
@@ -82,7 +94,8 @@ class MomentumTesterMixin:
         recorder = _Recorder()
         rows = self.momentum_tester.pair_rows(model.config, 12)
         args = _arguments(tmp_path, gradient_accumulation_steps=2, max_steps=3)
-        Trainer(model=model, args=args, train_dataset=_Rows(rows), callbacks=[MomentumUpdateCallback(), recorder]).train()
+        callbacks = [MomentumUpdateCallback(), recorder]
+        Trainer(model=model, args=args, train_dataset=Rows(rows), callbacks=callbacks).train()
         assert recorder.pointers == [4, 8, 12]
         for online in recorder.online:
             expected = {name: expected[name] * momentum + online[name] * (1 - momentum) for name in expected}
@@ -99,7 +112,7 @@ class MomentumTesterMixin:
         before = {name: shadow.detach().clone() for name, _, shadow in model.momentum_parameter_pairs()}
         before.update({f"queue.{key}": value.clone() for key, value in model.feature_queue.state_dict().items()})
         rows = self.momentum_tester.pair_rows(model.config, 4)
-        trainer = Trainer(model=model, args=_arguments(tmp_path), eval_dataset=_Rows(rows),
+        trainer = Trainer(model=model, args=_arguments(tmp_path), eval_dataset=Rows(rows),
                           callbacks=[MomentumUpdateCallback()])
         assert "eval_loss" in trainer.evaluate()
         after = {name: shadow for name, _, shadow in model.momentum_parameter_pairs()}
@@ -108,6 +121,29 @@ class MomentumTesterMixin:
             assert torch.equal(after[key], value), key
         model.momentum_step()
         assert int(model.feature_queue.queue_ptr) == 0, "evaluation forwards must not keep features for the queue"
+
+    def test_every_process_enqueues_the_features_of_every_process(self, tmp_path):
+        """Under DDP the queues take the whole global batch (BLIP's `concat_all_gather`), in rank order, so every
+        process holds the same queues."""
+        torch.multiprocessing.spawn(_enqueue_in_process, args=(2, _free_port(), self.momentum_tester, tmp_path),
+                                    nprocs=2)
+        queues = [torch.load(tmp_path / f"queue-{rank}.pt") for rank in range(2)]
+        assert int(queues[0]["queue_ptr"]) == 4
+        for key in queues[0]:
+            assert torch.equal(queues[0][key], queues[1][key]), key
+        alone = self._model(queue_size=16).train()
+        for rank in range(2):
+            alone(**torch.utils.data.default_collate(self.momentum_tester.pair_rows(alone.config, 2, seed=rank)))
+        alone.momentum_step()
+        torch.testing.assert_close(queues[0]["image_queue"][:, :4], alone.feature_queue.image_queue[:, :4])
+        torch.testing.assert_close(queues[0]["text_queue"][:, :4], alone.feature_queue.text_queue[:, :4])
+
+    def test_medvlp_trainer_adds_the_momentum_callback_once(self, tmp_path):
+        model = self._model()
+        for callbacks in ([], [MomentumUpdateCallback()]):
+            trainer = MedVLPTrainer(model=model, args=_arguments(tmp_path), callbacks=callbacks)
+            added = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, MomentumUpdateCallback)]
+            assert len(added) == 1
 
     def test_queue_takes_any_batch_size_and_wraps_around(self):
         queue = self._model(queue_size=10).feature_queue

@@ -98,7 +98,8 @@ class MISSVisionConfig(PretrainedConfig):
         super().__init__(**kwargs)
         if hidden_size % num_attention_heads:
             raise ValueError(
-                f"vision_config.hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads})."
+                f"vision_config.hidden_size ({hidden_size}) must be divisible by num_attention_heads "
+                f"({num_attention_heads})."
             )
         if image_size % patch_size:
             raise ValueError(f"vision_config.image_size={image_size} must be a multiple of patch_size={patch_size}.")
@@ -159,7 +160,8 @@ class MISSTextConfig(PretrainedConfig):
         super().__init__(**kwargs)
         if hidden_size % num_attention_heads:
             raise ValueError(
-                f"text_config.hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads})."
+                f"text_config.hidden_size ({hidden_size}) must be divisible by num_attention_heads "
+                f"({num_attention_heads})."
             )
 
 
@@ -266,11 +268,13 @@ class MISSConfig(PretrainedConfig):
                 f"{self.itc_temperature_min}, {self.itc_temperature}, {self.itc_temperature_max}."
             )
         if not 0.0 <= self.momentum < 1.0 or not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"MISSConfig: momentum={self.momentum} must be in [0, 1) and alpha={self.alpha} in [0, 1].")
+            raise ValueError(
+                f"MISSConfig: momentum={self.momentum} must be in [0, 1) and alpha={self.alpha} in [0, 1]."
+            )
         if self.queue_size < 1 or self.alpha_ramp_epochs < 0:
             raise ValueError(
-                f"MISSConfig: queue_size={self.queue_size} must be positive and alpha_ramp_epochs={self.alpha_ramp_epochs} "
-                "not negative."
+                f"MISSConfig: queue_size={self.queue_size} must be positive and "
+                f"alpha_ramp_epochs={self.alpha_ramp_epochs} not negative."
             )
         if self.text_config.encoder_hidden_size != self.vision_config.hidden_size:
             raise ValueError(

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutput,
@@ -304,7 +304,9 @@ class MISSVisionModel(PreTrainedModel):
             init.trunc_normal_(module.class_embedding, std=std)
             init.trunc_normal_(module.position_embedding, std=std)
 
-    def forward(self, pixel_values, interpolate_pos_encoding=False, output_attentions=False, output_hidden_states=False):
+    def forward(
+        self, pixel_values, interpolate_pos_encoding=False, output_attentions=False, output_hidden_states=False
+    ):
         r"""
         pixel_values: (B, 3, image_size, image_size); any square size with `interpolate_pos_encoding=True` (the
             position embeddings are resized bicubically, as BLIP does).
@@ -314,9 +316,9 @@ class MISSVisionModel(PreTrainedModel):
             not interpolate_pos_encoding and tuple(pixel_values.shape[2:]) != (size, size)
         ):
             raise ValueError(
-                f"pixel_values has shape {tuple(pixel_values.shape)}; this MISS model expects (batch, 3, {size}, {size}) "
-                f"(vision_config.image_size={size}). Preprocess images with MISSProcessor / MISSImageProcessor at this "
-                "size, or pass interpolate_pos_encoding=True to run at another size."
+                f"pixel_values has shape {tuple(pixel_values.shape)}; this MISS model expects (batch, 3, {size}, "
+                f"{size}) (vision_config.image_size={size}). Preprocess images with MISSProcessor / MISSImageProcessor "
+                "at this size, or pass interpolate_pos_encoding=True to run at another size."
             )
         embeddings = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
         hidden_states, all_hidden, all_attentions = self.encoder(embeddings, output_attentions, output_hidden_states)
@@ -353,7 +355,9 @@ class MISSTextSelfAttention(nn.Module):
     def _heads(self, states):
         return states.view(*states.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, hidden_states, attention_mask, encoder_hidden_states=None, kv_cache=None, output_attentions=False):
+    def forward(
+        self, hidden_states, attention_mask, encoder_hidden_states=None, kv_cache=None, output_attentions=False
+    ):
         query = self._heads(self.query(hidden_states))
         if not self.is_cross_attention:
             key, value = self._heads(self.key(hidden_states)), self._heads(self.value(hidden_states))
@@ -374,12 +378,16 @@ class MISSTextSelfAttention(nn.Module):
 class MISSTextAttention(nn.Module):
     """Attention + BLIP's output block (dense, dropout, residual, LayerNorm)."""
 
-    def __init__(self, config: MISSTextConfig, layer_idx: int, is_cross_attention: bool = False, is_causal: bool = False):
+    def __init__(
+        self, config: MISSTextConfig, layer_idx: int, is_cross_attention: bool = False, is_causal: bool = False
+    ):
         super().__init__()
         self.self = MISSTextSelfAttention(config, layer_idx, is_cross_attention, is_causal)
         self.output = BlipTextSelfOutput(config)
 
-    def forward(self, hidden_states, attention_mask, encoder_hidden_states=None, kv_cache=None, output_attentions=False):
+    def forward(
+        self, hidden_states, attention_mask, encoder_hidden_states=None, kv_cache=None, output_attentions=False
+    ):
         context, weights = self.self(hidden_states, attention_mask, encoder_hidden_states, kv_cache, output_attentions)
         return self.output(context, hidden_states), weights
 
@@ -447,7 +455,10 @@ class MISSTextEncoder(nn.Module):
                 if all_cross is not None:
                     all_cross += (cross_weights,)
         return BaseModelOutputWithCrossAttentions(
-            last_hidden_state=hidden_states, hidden_states=all_hidden, attentions=all_attentions, cross_attentions=all_cross
+            last_hidden_state=hidden_states,
+            hidden_states=all_hidden,
+            attentions=all_attentions,
+            cross_attentions=all_cross,
         )
 
 
@@ -764,8 +775,8 @@ class MISSPreTrainedModel(PreTrainedModel):
             raise ValueError(
                 f"{cls.__name__}.from_pretrained({str(source)!r}) got a MISSForPreTraining checkpoint, whose decoder "
                 f"shares all but its self-attention with the encoder and is saved only once. Build the "
-                f"{cls.__name__} with {cls.__name__}.from_pretraining({str(source)!r}), which copies the decoder untied "
-                "(as the authors' fine-tuning does)."
+                f"{cls.__name__} with {cls.__name__}.from_pretraining({str(source)!r}), which copies the decoder "
+                "untied (as the authors' fine-tuning does)."
             )
         check_missing_weights(model, missing, source)
         return (model, loading_info) if output_loading_info else model
@@ -884,7 +895,9 @@ class MISSModel(MISSContrastiveMixin, MISSPreTrainedModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        vision_outputs = self.vision_model(pixel_values, interpolate_pos_encoding, output_attentions, output_hidden_states)
+        vision_outputs = self.vision_model(
+            pixel_values, interpolate_pos_encoding, output_attentions, output_hidden_states
+        )
         text_outputs = self.text_encoder(
             input_ids, attention_mask, output_attentions=output_attentions, output_hidden_states=output_hidden_states
         )
@@ -917,8 +930,12 @@ _LM_HEAD_TIED = {
     "text_decoder.cls.predictions.decoder.weight": "text_decoder.bert.embeddings.word_embeddings.weight",
     "text_decoder.cls.predictions.decoder.bias": "text_decoder.cls.predictions.bias",
 }
-_MOMENTUM_MODULES = {"vision_model": "vision_model_m", "vision_proj": "vision_proj_m", "text_encoder": "text_encoder_m",
-                     "text_proj": "text_proj_m"}
+_MOMENTUM_MODULES = {
+    "vision_model": "vision_model_m",
+    "vision_proj": "vision_proj_m",
+    "text_encoder": "text_encoder_m",
+    "text_proj": "text_proj_m",
+}
 
 
 class MISSForPreTraining(MISSContrastiveMixin, MISSPreTrainedModel):
@@ -931,8 +948,9 @@ class MISSForPreTraining(MISSContrastiveMixin, MISSPreTrainedModel):
     boundaries): a training-mode forward keeps its momentum features, and `momentum_step()` - called by
     `medvlp_hf.training.MomentumUpdateCallback` at the end of every optimizer step under Trainer, or by your loop after
     `optimizer.step()` - updates the momentum encoders (EMA), enqueues the kept features and clamps the temperature.
-    This is the original's order (its forward updates the momentum encoders first and enqueues last). Evaluation
-    forwards keep nothing. The distillation weight `distillation_alpha` starts at `config.alpha`; the callback ramps it
+    Over a run this is the original's order: its forward updates the momentum encoders first and enqueues last, so
+    to reproduce one original forward on a converted checkpoint, call `momentum_step()` (with nothing kept, it only
+    updates the momentum encoders and clamps the temperature) before `forward`. Evaluation forwards keep nothing. The distillation weight `distillation_alpha` starts at `config.alpha`; the callback ramps it
     from 0 over `config.alpha_ramp_epochs` as the released `pretrain.py` does.
 
     ITM draws one hard-negative image per text and one hard-negative text per image with probability
@@ -1080,7 +1098,8 @@ class MISSForPreTraining(MISSContrastiveMixin, MISSPreTrainedModel):
         text_embeds = F.normalize(self.text_proj(text_states[:, 0]), dim=-1)
         temperature = self.clamped_temperature()
         with torch.no_grad():
-            image_embeds_m = F.normalize(self.vision_proj_m(self.vision_model_m(pixel_values).last_hidden_state[:, 0]), dim=-1)
+            image_states_m = self.vision_model_m(pixel_values).last_hidden_state
+            image_embeds_m = F.normalize(self.vision_proj_m(image_states_m[:, 0]), dim=-1)
             text_states_m = self.text_encoder_m(input_ids, attention_mask).last_hidden_state
             text_embeds_m = F.normalize(self.text_proj_m(text_states_m[:, 0]), dim=-1)
             image_all = torch.cat([image_embeds_m.T, self.feature_queue.image_queue.clone()], dim=1)
@@ -1160,6 +1179,22 @@ def _gather_from_processes(features: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
+def decoding_cache(cache) -> EncoderDecoderCache:
+    """The decoder's cache: self-attention keys/values that grow, cross-attention keys/values computed once. A new
+    one, `cache` itself, or a given `DynamicCache` as its self-attention part."""
+    if cache is None:
+        return EncoderDecoderCache(DynamicCache(), DynamicCache())
+    if isinstance(cache, EncoderDecoderCache):
+        return cache
+    if isinstance(cache, DynamicCache):
+        return EncoderDecoderCache(cache, DynamicCache())
+    raise ValueError(
+        f"MISS decoding keeps the cross-attention keys/values next to a growing self-attention cache, which needs an "
+        f"EncoderDecoderCache of dynamic caches; got a {type(cache).__name__}. Pass a DynamicCache or "
+        "EncoderDecoderCache, or none."
+    )
+
+
 class MISSDecodingMixin:
     """What the two decoding heads share: a decoder over `[DEC] w_1..` cross-attending encoder states (the image's,
     or the question's over the image), trained with label-smoothed next-token cross-entropy; `generate()` encodes the
@@ -1180,15 +1215,11 @@ class MISSDecodingMixin:
     def _decode(self, decoder_input_ids, decoder_attention_mask, encoder_hidden_states, encoder_attention_mask, cache,
                 use_cache, output_attentions, output_hidden_states):
         """(decoder body outputs, logits, the cache to return)."""
-        if use_cache and cache is None:
-            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        elif isinstance(cache, DynamicCache):
-            cache = EncoderDecoderCache(cache, DynamicCache())
-        kv_cache = cache if use_cache or (cache is not None and cache.get_seq_length() > 0) else None
+        kv_cache = decoding_cache(cache) if use_cache or cache is not None else None
         if kv_cache is None or kv_cache.get_seq_length() == 0:
+            mask = decoder_attention_mask if decoder_attention_mask is not None else torch.ones_like(decoder_input_ids)
             decoder_input_ids = with_first_token(
-                decoder_input_ids, decoder_attention_mask if decoder_attention_mask is not None else
-                torch.ones_like(decoder_input_ids), self.config.bos_token_id, self.config, "decoder inputs",
+                decoder_input_ids, mask, self.config.bos_token_id, self.config, "decoder inputs"
             )
         outputs, logits = self.text_decoder(
             decoder_input_ids, decoder_attention_mask, encoder_hidden_states, encoder_attention_mask, kv_cache,
@@ -1222,19 +1253,14 @@ class MISSDecodingMixin:
         use_cache = kwargs.get("use_cache", generation_config.use_cache)
         cache_implementation = kwargs.get("cache_implementation", generation_config.cache_implementation)
         cache = resolve_kv_cache(kwargs.pop("cache", None), kwargs.pop("past_key_values", None))
-        if cache_implementation not in (None, "dynamic") or not isinstance(cache, (type(None), DynamicCache,
-                                                                                  EncoderDecoderCache)):
+        if cache_implementation not in (None, "dynamic"):
             raise ValueError(
-                "MISS decoding keeps the cross-attention keys/values next to a growing self-attention cache, which needs "
-                f"an EncoderDecoderCache of dynamic caches; got cache_implementation={cache_implementation!r}, "
-                f"cache={type(cache).__name__}. Leave both unset, or pass a DynamicCache or EncoderDecoderCache."
+                f"MISS decoding keeps the cross-attention keys/values next to a growing self-attention cache; got "
+                f"cache_implementation={cache_implementation!r}. Leave it unset, or pass a DynamicCache or "
+                "EncoderDecoderCache."
             )
         if use_cache is not False:
-            if cache is None:
-                cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-            elif isinstance(cache, DynamicCache):
-                cache = EncoderDecoderCache(cache, DynamicCache())
-            kwargs[KV_CACHE] = cache
+            kwargs[KV_CACHE] = decoding_cache(cache)
         return GenerationMixin.generate(
             self,
             input_ids=prompt_ids,
@@ -1278,12 +1304,6 @@ class MISSDecodingMixin:
                 state[name] = source[name].detach().clone()
         model.load_state_dict(state, strict=True)
         return model.to(pretrained.dtype)
-
-
-@dataclass
-class MISSForVQAOutput(MISSDecoderOutput):
-    """The decoder's output over the answer `[DEC] a_1..a_n [SEP]`; loss: per-answer summed label-smoothed
-    cross-entropy averaged over the questions (`miss_vqa.py`)."""
 
 
 class MISSForVQA(MISSDecodingMixin, MISSPreTrainedModel, GenerationMixin):
@@ -1343,12 +1363,14 @@ class MISSForVQA(MISSDecodingMixin, MISSPreTrainedModel, GenerationMixin):
         output_hidden_states=None,
         return_dict=None,
         **kwargs,
-    ) -> MISSForVQAOutput:
+    ) -> MISSDecoderOutput:
         r"""
-        input_ids / attention_mask: (B, Lq) questions `[CLS] q_1..q_n [SEP]` (or `[ENC]` first); pixel_values their images.
+        input_ids / attention_mask: (B, Lq) questions `[CLS] q_1..q_n [SEP]` (or `[ENC]` first); pixel_values their
+            images.
         decoder_input_ids / decoder_attention_mask: (B, La) answers `[DEC] a_1..a_n [SEP]` (built from `labels` when
             not given: -100 becomes [PAD], position 0 [DEC]).
-        labels: (B, La) aligned with the decoder input, -100 at position 0 and at padding.
+        labels: (B, La) aligned with the decoder input, -100 at position 0 and at padding. The loss is the
+            per-answer summed label-smoothed cross-entropy averaged over the questions (`miss_vqa.py`).
         encoder_hidden_states / encoder_attention_mask: precomputed question states and their mask (`generate`).
         cache / past_key_values: the KV cache (one argument under its transformers >= 5.24 and older names).
         """
@@ -1379,7 +1401,7 @@ class MISSForVQA(MISSDecodingMixin, MISSPreTrainedModel, GenerationMixin):
         if labels is not None:
             per_answer = decoder_cross_entropy(logits, labels, self.config.label_smoothing, "sum_per_sample")
             loss = per_answer.mean()
-        return MISSForVQAOutput(
+        return MISSDecoderOutput(
             loss=loss,
             logits=logits,
             **{KV_CACHE: kv_cache},
@@ -1422,7 +1444,8 @@ class MISSForVQA(MISSDecodingMixin, MISSPreTrainedModel, GenerationMixin):
 
         Args:
             input_ids / attention_mask / pixel_values: (B, Lq) questions and (B, 3, H, W) their images.
-            answer_input_ids / answer_attention_mask: (A, La) candidates `[DEC] a_1..a_n [SEP]` (or `[CLS]` first).
+            answer_input_ids / answer_attention_mask: (A, La) candidates `[DEC] a_1..a_n [SEP]` (or `[CLS]` first),
+                right-padded.
             k: how many candidates to score per question.
         """
         if attention_mask is None:
@@ -1435,7 +1458,7 @@ class MISSForVQA(MISSDecodingMixin, MISSPreTrainedModel, GenerationMixin):
         states = self.encode_question(input_ids, pixel_values, attention_mask).last_hidden_state
         batch_size, candidates = input_ids.shape[0], answer_input_ids.shape[0]
         k = min(k, candidates)
-        start = answer_input_ids[:1, :1].expand(batch_size, 1)
+        start = torch.full((batch_size, 1), self.config.bos_token_id, device=input_ids.device)
         _, first_logits = self.text_decoder(start, None, states, attention_mask)
         first_token_probabilities = first_logits[:, 0].float().softmax(-1)[:, answer_input_ids[:, 1]]
         top_k_indices = first_token_probabilities.topk(k, dim=1).indices
@@ -1522,7 +1545,9 @@ class MISSForReportGeneration(MISSDecodingMixin, MISSPreTrainedModel, Generation
         )
         loss = None
         if labels is not None:
-            loss = decoder_cross_entropy(logits, labels, self.config.label_smoothing, num_items_in_batch=num_items_in_batch)
+            loss = decoder_cross_entropy(
+                logits, labels, self.config.label_smoothing, num_items_in_batch=num_items_in_batch
+            )
         return MISSDecoderOutput(
             loss=loss,
             logits=logits,

@@ -1,7 +1,9 @@
 """MISS decoding (VQA answers, reports) on the shared generation checks (tests/common), plus what is special to MISS:
 the released defaults, the question-padding quirk, cross-attention keys/values computed once."""
 
+import pytest
 import torch
+from transformers import StaticCache
 
 from medvlp_hf import MISSForReportGeneration, MISSForVQA
 from tests.common.generation_tester import GenerationTesterMixin
@@ -80,3 +82,11 @@ def test_cross_attention_keys_and_values_are_computed_once_per_generation():
     finally:
         handle.remove()
     assert torch.equal(cached, uncached)
+
+
+def test_caches_that_cannot_grow_are_refused_clearly():
+    model, inputs = vqa_and_inputs()
+    with pytest.raises(ValueError, match="cache_implementation='static'"):
+        model.generate(**inputs, max_new_tokens=3, cache_implementation="static")
+    with pytest.raises(ValueError, match="got a StaticCache"):
+        model.generate(**inputs, max_new_tokens=3, past_key_values=StaticCache(config=model.config, max_cache_len=8))

@@ -56,6 +56,10 @@ def unique_parameters(model):
     return sum({id(p): p.numel() for p in model.parameters()}.values())
 
 
+def momentum_image_features(model, pixel_values):
+    return model.vision_proj_m(model.vision_model_m(pixel_values).last_hidden_state[:, 0])
+
+
 # ------------------------------------------------------------------ the released model
 
 
@@ -67,7 +71,8 @@ def test_base_config_is_the_released_model():
         224, 16, 1e-6
     )
     assert (config.text_config.vocab_size, config.bos_token_id, config.enc_token_id) == (30524, DEC, ENC)
-    assert (config.queue_size, config.projection_dim, config.momentum, config.label_smoothing) == (57600, 256, 0.995, 0.1)
+    assert (config.queue_size, config.projection_dim, config.momentum) == (57600, 256, 0.995)
+    assert (config.label_smoothing, config.alpha, config.itc_temperature) == (0.1, 0.4, 0.07)
     with torch.device("meta"):
         pretraining = MISSForPreTraining(config)
         vqa = MISSForVQA(MISSConfig(vision_config={"image_size": 480, "drop_path_rate": 0.1}))
@@ -95,9 +100,9 @@ def test_towers_equal_transformers_blip_towers():
         is_decoder=True,
     )
     blip_encoder = BlipTextModel(blip_text_config, add_pooling_layer=False).eval()
-    blip_encoder.load_state_dict(model.text_encoder.state_dict(), strict=False)
+    blip_encoder.load_state_dict(model.text_encoder.state_dict())
     blip_decoder = BlipTextLMHeadModel(blip_text_config).eval()
-    blip_decoder.load_state_dict({**model.text_decoder.state_dict(), "cls.predictions.decoder.bias": model.text_decoder.cls.predictions.bias}, strict=False)
+    blip_decoder.load_state_dict(model.text_decoder.state_dict())
     inputs = batch(model.config)
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     with torch.no_grad():
@@ -111,6 +116,34 @@ def test_towers_equal_transformers_blip_towers():
         _, ours = model.text_decoder(ids, mask, image)
         theirs = blip_decoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=image).logits
         torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=1e-5)
+
+
+def test_stochastic_depth_drops_whole_residual_branches_per_sample_in_training_only():
+    """timm's DropPath: block i drops each sample's residual branches with drop_path_rate * i / (layers - 1) and scales
+    kept ones by 1 / (1 - rate); evaluation is deterministic."""
+    model = build(MISSModel, vision_config={"drop_path_rate": 0.5, "num_hidden_layers": 3})
+    assert [layer.drop_path_rate for layer in model.vision_model.encoder.layers] == [0.0, 0.25, 0.5]
+    layer = model.vision_model.encoder.layers[2]
+    hidden = torch.randn(64, 5, model.config.vision_config.hidden_size)
+    with torch.no_grad():
+        attended, _ = layer.self_attn(layer.layer_norm1(hidden))
+        kept = hidden + 2 * attended
+        expected = {
+            "drop both": hidden,
+            "keep attention": kept,
+            "keep mlp": hidden + 2 * layer.mlp(layer.layer_norm2(hidden)),
+            "keep both": kept + 2 * layer.mlp(layer.layer_norm2(kept)),
+        }
+        torch.manual_seed(0)
+        output, _ = layer.train()(hidden)
+        seen = set()
+        for row in range(64):
+            matches = [name for name, value in expected.items() if torch.allclose(output[row], value[row], atol=1e-5)]
+            assert len(matches) == 1, row
+            seen.add(matches[0])
+        assert seen == set(expected), "all four per-sample outcomes occur"
+        evaluation, _ = layer.eval()(hidden)
+        torch.testing.assert_close(evaluation, hidden + attended + layer.mlp(layer.layer_norm2(hidden + attended)))
 
 
 # ------------------------------------------------------------------ pre-training losses
@@ -129,7 +162,7 @@ def test_itc_loss_is_momentum_distilled_contrast_against_the_queue():
         temperature = model.temperature
         image = F.normalize(model.get_image_features(inputs["pixel_values"]), dim=-1)
         text = F.normalize(model.get_text_features(inputs["input_ids"], inputs["attention_mask"]), dim=-1)
-        image_m = F.normalize(model.vision_proj_m(model.vision_model_m(inputs["pixel_values"]).last_hidden_state[:, 0]), dim=-1)
+        image_m = F.normalize(momentum_image_features(model, inputs["pixel_values"]), dim=-1)
         text_m = F.normalize(model.text_proj_m(
             model.text_encoder_m(inputs["input_ids"], inputs["attention_mask"]).last_hidden_state[:, 0]), dim=-1)
         queue = model.feature_queue
@@ -228,7 +261,7 @@ def test_momentum_step_is_an_ema_that_enqueues_and_clamps_the_temperature():
             if parameter.grad is not None:
                 parameter.sub_(0.5 * parameter.grad)
         model.temperature.fill_(1e-5)
-        image_m = F.normalize(model.vision_proj_m(model.vision_model_m(inputs["pixel_values"]).last_hidden_state[:, 0]), dim=-1)
+        image_m = F.normalize(momentum_image_features(model, inputs["pixel_values"]), dim=-1)
     before = {name: (online.clone(), shadow.clone()) for name, online, shadow in model.momentum_parameter_pairs()}
     model.momentum_step()
     for name, online, shadow in model.momentum_parameter_pairs():
@@ -284,7 +317,8 @@ def test_vqa_from_pretraining_copies_the_decoder_untied_and_interpolates_the_gri
     torch.testing.assert_close(vqa.vision_model.embeddings.position_embedding, expected)
     vqa.save_pretrained(tmp_path / "vqa")
     reloaded = MISSForVQA.from_pretrained(tmp_path / "vqa")
-    assert reloaded.text_decoder.bert.embeddings.word_embeddings.weight is not reloaded.text_encoder.embeddings.word_embeddings.weight
+    decoder_embeddings = reloaded.text_decoder.bert.embeddings.word_embeddings.weight
+    assert decoder_embeddings is not reloaded.text_encoder.embeddings.word_embeddings.weight
     report = MISSForReportGeneration.from_pretraining(pretraining)
     assert report.config.vision_config.image_size == 32
     assert torch.equal(report.text_decoder.bert.encoder.layer[1].crossattention.self.value.weight,
@@ -425,7 +459,7 @@ def test_bad_inputs_get_clear_errors():
     with pytest.raises(ValueError, match=r"labels\[:, 0\] must be -100"):
         model(**inputs, labels=inputs["decoder_input_ids"])
     with pytest.raises(ValueError, match="needs the answer"):
-        model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], pixel_values=inputs["pixel_values"])
+        model(**{key: value for key, value in inputs.items() if not key.startswith("decoder_")})
     long_text = torch.full((1, 70), 1500)
     long_text[:, 0] = CLS
     with pytest.raises(ValueError, match="longer than the 64 positions"):
