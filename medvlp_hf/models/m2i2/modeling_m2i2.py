@@ -526,7 +526,9 @@ class M2I2TextSelfAttention(nn.Module):
     def _heads(self, states):
         return states.view(*states.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, hidden_states, attention_mask, encoder_hidden_states=None, kv_cache=None, output_attentions=False):
+    def forward(
+        self, hidden_states, attention_mask, encoder_hidden_states=None, kv_cache=None, output_attentions=False
+    ):
         query = self._heads(self.query(hidden_states))
         if not self.is_cross_attention:
             key, value = self._heads(self.key(hidden_states)), self._heads(self.value(hidden_states))
@@ -548,12 +550,16 @@ class M2I2TextSelfAttention(nn.Module):
 class M2I2TextAttention(nn.Module):
     """Attention + BLIP's output block (dense, dropout, residual, LayerNorm)."""
 
-    def __init__(self, config: M2I2TextConfig, layer_idx: int, is_cross_attention: bool = False, is_causal: bool = False):
+    def __init__(
+        self, config: M2I2TextConfig, layer_idx: int, is_cross_attention: bool = False, is_causal: bool = False
+    ):
         super().__init__()
         self.self = M2I2TextSelfAttention(config, layer_idx, is_cross_attention, is_causal)
         self.output = BlipTextSelfOutput(config)
 
-    def forward(self, hidden_states, attention_mask, encoder_hidden_states=None, kv_cache=None, output_attentions=False):
+    def forward(
+        self, hidden_states, attention_mask, encoder_hidden_states=None, kv_cache=None, output_attentions=False
+    ):
         context, weights = self.self(hidden_states, attention_mask, encoder_hidden_states, kv_cache, output_attentions)
         return self.output(context, hidden_states), weights
 
@@ -1257,8 +1263,10 @@ class M2I2ForPreTraining(M2I2MomentumMixin, M2I2ContrastiveMixin, M2I2PreTrained
     boundaries): a training-mode forward keeps its momentum features, and `momentum_step()` - called by
     `medvlp_hf.training.MomentumUpdateCallback` at the end of every optimizer step under Trainer, or by your loop after
     `optimizer.step()` - updates the momentum encoders (EMA), enqueues the kept features and clamps the temperature
-    (the original updates the momentum encoders at the start of each forward, which is the same sequence of weights).
-    Evaluation forwards keep nothing. The distillation weight `distillation_alpha` starts at `config.alpha`; the
+    (the original updates the momentum encoders at the start of each forward, which is the same sequence of weights
+    over a run; to reproduce one original forward on a converted checkpoint, call `momentum_step()` - with nothing
+    kept, it only updates the momentum encoders and clamps the temperature - before `forward`). Evaluation forwards
+    keep nothing. The distillation weight `distillation_alpha` starts at `config.alpha`; the
     callback ramps it from 0 over `config.alpha_ramp_epochs` as `pretrain_med.py` does.
 
     Under gradient accumulation and DDP, with `labels` in the batch Trainer passes `num_items_in_batch` (the masked
@@ -1557,6 +1565,23 @@ def vqa_state_dict_from_pretraining(state_dict: dict, config: M2I2Config) -> dic
     return weights
 
 
+# Copied from medvlp_hf.models.miss.modeling_miss.decoding_cache with MISS->M2I2
+def decoding_cache(cache) -> EncoderDecoderCache:
+    """The decoder's cache: self-attention keys/values that grow, cross-attention keys/values computed once. A new
+    one, `cache` itself, or a given `DynamicCache` as its self-attention part."""
+    if cache is None:
+        return EncoderDecoderCache(DynamicCache(), DynamicCache())
+    if isinstance(cache, EncoderDecoderCache):
+        return cache
+    if isinstance(cache, DynamicCache):
+        return EncoderDecoderCache(cache, DynamicCache())
+    raise ValueError(
+        f"M2I2 decoding keeps the cross-attention keys/values next to a growing self-attention cache, which needs an "
+        f"EncoderDecoderCache of dynamic caches; got a {type(cache).__name__}. Pass a DynamicCache or "
+        "EncoderDecoderCache, or none."
+    )
+
+
 class M2I2ForVQA(M2I2MomentumMixin, M2I2PreTrainedModel, GenerationMixin):
     """ALBEF's generative VQA as M2I2 runs it (`models/model_vqa.py`): the question `[CLS] q_1..q_n` goes through the
     text encoder over the image (every patch), and a causal answer decoder - `num_fusion_layers` layers that start as
@@ -1748,11 +1773,7 @@ class M2I2ForVQA(M2I2MomentumMixin, M2I2PreTrainedModel, GenerationMixin):
     def _decode(self, decoder_input_ids, decoder_attention_mask, encoder_hidden_states, encoder_attention_mask, cache,
                 use_cache, output_attentions, output_hidden_states):
         """(decoder body outputs, logits, the cache to return)."""
-        if use_cache and cache is None:
-            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        elif isinstance(cache, DynamicCache):
-            cache = EncoderDecoderCache(cache, DynamicCache())
-        kv_cache = cache if use_cache or (cache is not None and cache.get_seq_length() > 0) else None
+        kv_cache = decoding_cache(cache) if use_cache or cache is not None else None
         outputs, logits = self.text_decoder(
             decoder_input_ids, decoder_attention_mask, encoder_hidden_states, encoder_attention_mask, kv_cache,
             output_attentions, output_hidden_states,
@@ -1807,19 +1828,14 @@ class M2I2ForVQA(M2I2MomentumMixin, M2I2PreTrainedModel, GenerationMixin):
         use_cache = kwargs.get("use_cache", generation_config.use_cache)
         cache_implementation = kwargs.get("cache_implementation", generation_config.cache_implementation)
         cache = resolve_kv_cache(kwargs.pop("cache", None), kwargs.pop("past_key_values", None))
-        if cache_implementation not in (None, "dynamic") or not isinstance(cache, (type(None), DynamicCache,
-                                                                                  EncoderDecoderCache)):
+        if cache_implementation not in (None, "dynamic"):
             raise ValueError(
-                "M2I2 decoding keeps the cross-attention keys/values next to a growing self-attention cache, which needs "
-                f"an EncoderDecoderCache of dynamic caches; got cache_implementation={cache_implementation!r}, "
-                f"cache={type(cache).__name__}. Leave both unset, or pass a DynamicCache or EncoderDecoderCache."
+                f"M2I2 decoding keeps the cross-attention keys/values next to a growing self-attention cache; got "
+                f"cache_implementation={cache_implementation!r}. Leave it unset, or pass a DynamicCache or "
+                "EncoderDecoderCache."
             )
         if use_cache is not False:
-            if cache is None:
-                cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-            elif isinstance(cache, DynamicCache):
-                cache = EncoderDecoderCache(cache, DynamicCache())
-            kwargs[KV_CACHE] = cache
+            kwargs[KV_CACHE] = decoding_cache(cache)
         return GenerationMixin.generate(
             self,
             input_ids=prompt_ids,
@@ -1848,10 +1864,16 @@ class M2I2ForVQA(M2I2MomentumMixin, M2I2PreTrainedModel, GenerationMixin):
             attention_mask = torch.ones_like(input_ids)
         if answer_attention_mask is None:
             answer_attention_mask = torch.ones_like(answer_input_ids)
+        if not bool((answer_input_ids[:, 0] == self.config.bos_token_id).all()):
+            raise ValueError(
+                f"candidate answers must start with [CLS] (id {self.config.bos_token_id}) and be right-padded, "
+                "`[CLS] a_1..a_n [SEP]` as ALBEF's tokenizer writes `answer + '[SEP]'`; got first tokens "
+                f"{answer_input_ids[:, 0].tolist()}."
+            )
         states = self.encode_question(input_ids, pixel_values, attention_mask).last_hidden_state
         batch_size, candidates = input_ids.shape[0], answer_input_ids.shape[0]
         k = min(k or self.config.vqa_ranking_top_k, candidates)
-        start = answer_input_ids[:1, :1].expand(batch_size, 1)
+        start = torch.full((batch_size, 1), self.config.bos_token_id, device=input_ids.device)
         _, first_logits = self.text_decoder(start, None, states, attention_mask)
         first_log_probs = first_logits[:, 0].float().log_softmax(-1)[:, answer_input_ids[:, 1]]
         top_k_indices = first_log_probs.topk(k, dim=1).indices
