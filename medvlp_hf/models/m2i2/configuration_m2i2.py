@@ -405,10 +405,11 @@ class M2I2Config(PretrainedConfig):
 
     preset_names = tuple(_PRESETS)
 
+    # Copied from medvlp_hf.models.miss.configuration_miss.MISSConfig.from_preset with MISS->M2I2
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "M2I2Config":
         """`base` is the authors' pre-training model; `small` trains from scratch on a CPU; `tiny` is for tests.
-        `vision_config` / `text_config` / `mim_decoder_config` overrides are dicts merged into the preset's."""
+        `vision_config` / `text_config` overrides are dicts merged into the preset's."""
         if name not in _PRESETS:
             raise ValueError(f"Unknown M2I2 preset {name!r}; choose one of {sorted(_PRESETS)}.")
         fields = {**_PRESETS[name], **overrides}
