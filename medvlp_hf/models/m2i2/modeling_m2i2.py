@@ -727,6 +727,8 @@ class M2I2TextModel(PreTrainedModel):
                 "`text` mode."
             )
         if mode == "fusion" and not self.is_decoder:
+            if text_hidden_states is None:
+                raise ValueError("the `fusion` mode continues from `text` mode's output: pass `text_hidden_states`.")
             hidden_states = text_hidden_states
             batch_size, length = hidden_states.shape[:2]
             past_length = 0

@@ -628,6 +628,11 @@ def test_bad_inputs_get_clear_errors():
     long_text[:, 0] = CLS
     with pytest.raises(ValueError, match="longer than the 64 positions"):
         build(M2I2Model).get_text_features(long_text)
+    with pytest.raises(ValueError, match="pass `text_hidden_states`"):
+        model.text_encoder(attention_mask=inputs["attention_mask"], encoder_hidden_states=torch.zeros(3, 5, 32),
+                           mode="fusion")
+    with pytest.raises(ValueError, match="pass `encoder_hidden_states`"):
+        model.text_encoder(inputs["input_ids"], mode="multimodal")
     vqa = build(M2I2ForVQA)
     vqa_inputs = batch(vqa.config, model_class=M2I2ForVQA)
     with pytest.raises(ValueError, match=r"labels\[:, 0\] must be -100"):
