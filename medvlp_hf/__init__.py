@@ -29,7 +29,9 @@ from .models.miss import (
     MISSForReportGeneration,
     MISSForRetrieval,
     MISSForVQA,
+    MISSImageProcessor,
     MISSModel,
+    MISSProcessor,
 )
 from .resources import bert_base_uncased_vocab_file
 
@@ -58,7 +60,9 @@ __all__ = [
     "MISSForReportGeneration",
     "MISSForRetrieval",
     "MISSForVQA",
+    "MISSImageProcessor",
     "MISSModel",
+    "MISSProcessor",
     "bert_base_uncased_vocab_file",
     "config_class_for",
     "default_processor",

@@ -64,14 +64,12 @@ def _register_model(model_type, module, prefix):
         # AutoModelForZeroShotImageClassification)
         for name in getattr(model_class, "additional_auto_classes", ()):
             getattr(transformers, name).register(config_class, model_class, exist_ok=True)
-    image_processor_class = getattr(module, f"{prefix}ImageProcessor", None)
-    processor_class = getattr(module, f"{prefix}Processor", None)
-    if image_processor_class is not None:
-        AutoImageProcessor.register(config_class, slow_image_processor_class=image_processor_class, exist_ok=True)
-        image_processor_class.register_for_auto_class("AutoImageProcessor")
-    if processor_class is not None:
-        AutoProcessor.register(config_class, processor_class, exist_ok=True)
-        processor_class.register_for_auto_class("AutoProcessor")
+    image_processor_class = getattr(module, f"{prefix}ImageProcessor")
+    processor_class = getattr(module, f"{prefix}Processor")
+    AutoImageProcessor.register(config_class, slow_image_processor_class=image_processor_class, exist_ok=True)
+    AutoProcessor.register(config_class, processor_class, exist_ok=True)
+    image_processor_class.register_for_auto_class("AutoImageProcessor")
+    processor_class.register_for_auto_class("AutoProcessor")
     ZOO_MODEL_TYPES.append(model_type)
 
 

@@ -15,8 +15,10 @@ The collators work with any processor that follows this protocol (every zoo proc
   report decoder's inputs; MedViLL, one stream, returns its masked `input_ids`/`attention_mask`). `generator` drives
   any randomness the original keeps in its data pipeline (MedViLL's report-generation masks); processors with
   deterministic targets ignore it.
-- Questions: a processor whose model normalises VQA questions defines `clean_question(str) -> str` (MedViLL); the
-  VQA collators apply it, and pass questions raw to processors without it.
+- Questions: a zoo processor lists the kinds of text it encodes in `text_kinds`; one with `"question"` there is called
+  with `text_kind="question"` for VQA questions and their answer targets, and writes its model's question layout
+  (MedViLL's question cleaning, MISS's `[ENC] question [SEP]` and `[DEC] answer [SEP]`). Other processors get the
+  questions as plain text.
 
 Datasets must keep their raw columns for these collators (`TrainingArguments(remove_unused_columns=False)`).
 
@@ -35,6 +37,11 @@ from ..imaging import to_pil_image
 from ..randomness import WorkerSeededGenerator
 
 PROTOCOL = "the processor protocol of medvlp_hf.data.collators.base"
+
+
+def question_mode(processor) -> dict:
+    """The processor arguments that mark texts as VQA questions (see the protocol above)."""
+    return {"text_kind": "question"} if "question" in getattr(processor, "text_kinds", ()) else {}
 
 
 class ProcessorCollator:
@@ -75,14 +82,16 @@ class ProcessorCollator:
             kwargs["max_length"] = max_length
         return dict(self.processor(**inputs, **kwargs))
 
-    def encode(self, images: list, texts: Sequence[str]) -> dict:
+    def encode(self, images: list, texts: Sequence[str], **text_mode) -> dict:
         """Model inputs for (image, text) pairs: every key the processor returns."""
-        return self._call(self.max_length, images=images, text=list(texts))
+        return self._call(self.max_length, images=images, text=list(texts), **text_mode)
 
-    def encode_targets(self, targets: Sequence[str], images: list | None = None, max_length: int | None = None) -> dict:
+    def encode_targets(self, targets: Sequence[str], images: list | None = None, max_length: int | None = None,
+                       **text_mode) -> dict:
         """What the model trains on to generate `targets` (from `images`): the processor's text-target encoding,
         with `labels`. Raises ValueError when the processor returns no `labels` (it has no text-target support)."""
-        encoded = self._call(max_length, images=images, text_target=list(targets), generator=self.generator)
+        encoded = self._call(max_length, images=images, text_target=list(targets), generator=self.generator,
+                             **text_mode)
         if "labels" not in encoded:
             raise ValueError(
                 f"{type(self.processor).__name__}(text_target=...) returned {sorted(encoded)} without `labels`: it "

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..answers import normalize_answer
-from .base import ProcessorCollator
+from .base import ProcessorCollator, question_mode
 
 
 def build_label2id(answers: Sequence[str] | Mapping[str, int]) -> dict[str, int]:
@@ -27,20 +27,13 @@ def build_label2id(answers: Sequence[str] | Mapping[str, int]) -> dict[str, int]
     return label2id
 
 
-def questions_for(processor, examples: Sequence[Mapping], column: str) -> list[str]:
-    """The examples' questions, normalised by `processor.clean_question` when the model has one (MedViLL)."""
-    questions = [str(example[column]) for example in examples]
-    clean = getattr(processor, "clean_question", None)
-    return [clean(question) for question in questions] if clean is not None else questions
-
-
 class VQACollator(ProcessorCollator):
     """Question + image -> model inputs and `labels` [B, num_answers] float soft scores.
 
     An answer column holding one answer gives score 1.0 to its label; a list of answers gives each its
     score from `score_column` (or 1.0). Answers outside the vocabulary leave an all-zero target, so they
-    count as wrong, as in the papers' VQA-RAD protocol. Questions go through the processor's
-    `clean_question` when it has one (see `base`).
+    count as wrong, as in the papers' VQA-RAD protocol. Questions are encoded in the processor's question mode when
+    it has one (see `base`).
     """
 
     def __init__(
@@ -73,7 +66,8 @@ class VQACollator(ProcessorCollator):
         return target
 
     def __call__(self, examples: Sequence[Mapping]) -> dict:
-        batch = self.encode(self.images_of(examples), questions_for(self.processor, examples, self.question_column))
+        questions = [str(example[self.question_column]) for example in examples]
+        batch = self.encode(self.images_of(examples), questions, **question_mode(self.processor))
         batch["labels"] = torch.stack([self.targets(example) for example in examples])
         return batch
 
@@ -103,9 +97,11 @@ class GenerativeVQACollator(ProcessorCollator):
         self.answer_column = answer_column
 
     def __call__(self, examples: Sequence[Mapping]) -> dict:
-        batch = self.encode(self.images_of(examples), questions_for(self.processor, examples, self.question_column))
+        mode = question_mode(self.processor)
+        questions = [str(example[self.question_column]) for example in examples]
+        batch = self.encode(self.images_of(examples), questions, **mode)
         answers = [str(example[self.answer_column]) for example in examples]
-        targets = self.encode_targets(answers, max_length=self.max_answer_length)
+        targets = self.encode_targets(answers, max_length=self.max_answer_length, **mode)
         shared = sorted(set(batch) & set(targets))
         if shared:
             raise ValueError(

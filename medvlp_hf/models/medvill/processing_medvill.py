@@ -47,6 +47,9 @@ class MedViLLProcessor(ProcessorMixin):
             (253 wordpieces, the original text budget).
     """
 
+    # The kinds of text `__call__` encodes (`text_kind`); the task collators ask for "question" in VQA.
+    text_kinds = TEXT_KINDS
+
     def __init__(self, image_processor=None, tokenizer=None, max_length=DEFAULT_TEXT_MAX_LENGTH, **kwargs):
         if max_length < 2:
             raise ValueError(f"max_length={max_length} leaves no room for the two [SEP] of the text stream.")
@@ -65,15 +68,7 @@ class MedViLLProcessor(ProcessorMixin):
     @classmethod
     def from_vocab_file(cls, vocab_file, image_size=512, max_length=DEFAULT_TEXT_MAX_LENGTH, **image_processor_kwargs):
         """The default MedViLL processor built offline from a bert-base-uncased `vocab.txt` (one token per line)."""
-        vocab_file = os.fspath(vocab_file)
-        if not os.path.isfile(vocab_file):
-            raise FileNotFoundError(
-                f"WordPiece vocab file {vocab_file!r} not found; pass the bert-base-uncased vocab.txt "
-                "(medvlp_hf.resources.bert_base_uncased_vocab_file())."
-            )
-        tokenizer = BertTokenizer(vocab=vocab_file, do_lower_case=True)
-        if tokenizer.sep_token_id is None or tokenizer.pad_token_id is None:
-            raise ValueError(f"{vocab_file!r} has no [SEP] or [PAD] token; it is not a BERT WordPiece vocab.")
+        tokenizer = load_wordpiece_tokenizer(vocab_file)
         image_processor = MedViLLImageProcessor(size=image_size, **image_processor_kwargs)
         return cls(image_processor=image_processor, tokenizer=tokenizer, max_length=max_length)
 
@@ -183,45 +178,27 @@ class MedViLLProcessor(ProcessorMixin):
     ) -> dict:
         """Texts -> `{"input_ids", "attention_mask"}` in the `[SEP] wordpieces [SEP]` layout (`[SEP] wordpieces`,
         left-padded by default, for a `generation_prompt`)."""
-        texts = [text] if isinstance(text, str) else text
-        if not isinstance(texts, (list, tuple)) or not texts or not all(isinstance(t, str) for t in texts):
-            raise TypeError(f"text must be a str or a non-empty list of str, got {type(text).__name__}.")
         if text_kind not in TEXT_KINDS:
             raise ValueError(f"text_kind must be one of {TEXT_KINDS}, got {text_kind!r}.")
-        if truncation not in TRUNCATING + NOT_TRUNCATING:
-            raise ValueError(f"truncation must be True or False, got {truncation!r}.")
+        texts = text_list(text)
         if text_kind == "question":
             texts = [self.clean_question(t) for t in texts]
-        max_length = self.max_length if max_length is None else max_length
         sep = self.tokenizer.sep_token_id
-        closing = [] if generation_prompt else [sep]
-        separators = "[SEP]" if generation_prompt else "two [SEP]"
-        if max_length < 1 + len(closing):
-            raise ValueError(f"max_length={max_length} leaves no room for the text stream's {separators}.")
         if generation_prompt and padding_side is None:
             padding_side = "left"
-        budget = max_length - 1 - len(closing)
-        sequences = []
-        for index, wordpieces in enumerate(self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]):
-            if len(wordpieces) > budget:
-                if truncation in NOT_TRUNCATING:
-                    raise ValueError(
-                        f"text {index} is {len(wordpieces) + 1 + len(closing)} tokens long with its {separators}, over "
-                        f"max_length={max_length}; pass truncation=True (keeps the first {budget} wordpieces and its "
-                        f"{separators}) or a larger max_length."
-                    )
-                wordpieces = wordpieces[:budget]
-            sequences.append([sep, *wordpieces, *closing])
-        padded = self.tokenizer.pad(
-            {"input_ids": sequences},
+        return encode_layout(
+            self.tokenizer,
+            texts,
+            leading=[sep],
+            closing=[] if generation_prompt else [sep],
+            layout="[SEP] ..." if generation_prompt else "[SEP] ... [SEP]",
+            max_length=self.max_length if max_length is None else max_length,
+            truncation=truncation,
             padding=padding,
-            max_length=max_length,
-            pad_to_multiple_of=pad_to_multiple_of,
             padding_side=padding_side,
-            return_attention_mask=True,
+            pad_to_multiple_of=pad_to_multiple_of,
             return_tensors=return_tensors,
         )
-        return {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"]}
 
     def _encode_report_target(self, text, generator, return_tensors, text_kwargs) -> dict:
         """Reports -> `{"input_ids", "attention_mask", "labels"}`: the text stream with MedViLL's report-generation
@@ -230,9 +207,7 @@ class MedViLLProcessor(ProcessorMixin):
         encoded["input_ids"], encoded["labels"] = self.mask_for_report_generation(
             encoded["input_ids"], encoded["attention_mask"], generator
         )
-        if return_tensors == "pt":
-            return encoded
-        return {key: value.numpy() if return_tensors == "np" else value.tolist() for key, value in encoded.items()}
+        return convert_tensors(encoded, return_tensors)
 
     def mask_for_report_generation(
         self,
@@ -276,6 +251,91 @@ class MedViLLProcessor(ProcessorMixin):
             labels[row, positions] = input_ids[row, positions]
             masked[row, positions] = self.tokenizer.mask_token_id
         return masked, labels
+
+
+def load_wordpiece_tokenizer(vocab_file) -> BertTokenizer:
+    """A lower-casing `BertTokenizer` built offline from a WordPiece `vocab.txt` (one token per line).
+
+    Raises FileNotFoundError for a missing file and ValueError for a vocab without BERT's special tokens (the
+    tokenizer would append them after the vocab, with ids no BERT checkpoint has)."""
+    vocab_file = os.fspath(vocab_file)
+    if not os.path.isfile(vocab_file):
+        raise FileNotFoundError(
+            f"WordPiece vocab file {vocab_file!r} not found; pass the bert-base-uncased vocab.txt "
+            "(medvlp_hf.resources.bert_base_uncased_vocab_file())."
+        )
+    tokenizer = BertTokenizer(vocab=vocab_file, do_lower_case=True)
+    appended = [str(token) for index, token in tokenizer.added_tokens_decoder.items() if index >= tokenizer.vocab_size]
+    if appended:
+        raise ValueError(
+            f"{vocab_file!r} lacks BERT's special tokens {appended}; it is not a BERT WordPiece vocab "
+            "(bert-base-uncased's is medvlp_hf.resources.bert_base_uncased_vocab_file())."
+        )
+    return tokenizer
+
+
+def text_list(text) -> list[str]:
+    """A str or a non-empty list/tuple of str -> list of str; TypeError for anything else."""
+    texts = [text] if isinstance(text, str) else text
+    if not isinstance(texts, (list, tuple)) or not texts or not all(isinstance(t, str) for t in texts):
+        raise TypeError(f"text must be a str or a non-empty list of str, got {type(text).__name__}.")
+    return list(texts)
+
+
+def encode_layout(
+    tokenizer,
+    text,
+    leading,
+    closing,
+    layout,
+    max_length=None,
+    truncation=True,
+    padding="longest",
+    padding_side=None,
+    pad_to_multiple_of=None,
+    return_tensors="pt",
+) -> dict:
+    """Texts -> `{"input_ids", "attention_mask"}`: per text `leading + wordpieces + closing` (token-id lists), padded.
+
+    `max_length` counts every token (None: no limit); over it, `truncation=True` keeps the first wordpieces that fit
+    and `False` raises ValueError naming the text. `layout` describes the layout in errors, e.g. "[SEP] ... [SEP]".
+    """
+    texts = text_list(text)
+    if truncation not in TRUNCATING + NOT_TRUNCATING:
+        raise ValueError(f"truncation must be True or False, got {truncation!r}.")
+    if max_length is not None and max_length < len(leading) + len(closing):
+        raise ValueError(f"max_length={max_length} leaves no room for {layout}.")
+    if padding == "max_length" and max_length is None:
+        raise ValueError(f"padding='max_length' needs a max_length for {layout} (it has no default).")
+    sequences = []
+    for index, wordpieces in enumerate(tokenizer(texts, add_special_tokens=False)["input_ids"]):
+        length = len(leading) + len(wordpieces) + len(closing)
+        if max_length is not None and length > max_length:
+            budget = max_length - len(leading) - len(closing)
+            if truncation in NOT_TRUNCATING:
+                raise ValueError(
+                    f"text {index} is {length} tokens long as {layout}, over max_length={max_length}; pass "
+                    f"truncation=True (keeps its first {budget} wordpieces) or a larger max_length."
+                )
+            wordpieces = wordpieces[:budget]
+        sequences.append([*leading, *wordpieces, *closing])
+    padded = tokenizer.pad(
+        {"input_ids": sequences},
+        padding=padding,
+        max_length=max_length,
+        pad_to_multiple_of=pad_to_multiple_of,
+        padding_side=padding_side,
+        return_attention_mask=True,
+        return_tensors=return_tensors,
+    )
+    return {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"]}
+
+
+def convert_tensors(encoded: dict, return_tensors) -> dict:
+    """A dict of torch tensors as `return_tensors` asks: "pt" as is, "np" numpy arrays, None python lists."""
+    if return_tensors == "pt":
+        return encoded
+    return {key: value.numpy() if return_tensors == "np" else value.tolist() for key, value in encoded.items()}
 
 
 __all__ = ["MedViLLProcessor"]

@@ -1,6 +1,7 @@
 """MISS (Chen et al., ICANN 2024) as a transformers model."""
 
 from .configuration_miss import MISSConfig, MISSTextConfig, MISSVisionConfig
+from .image_processing_miss import MISSImageProcessor
 from .modeling_miss import (
     MISSForPreTraining,
     MISSForReportGeneration,
@@ -9,6 +10,7 @@ from .modeling_miss import (
     MISSModel,
     MISSPreTrainedModel,
 )
+from .processing_miss import MISSProcessor
 
 __all__ = [
     "MISSConfig",
@@ -16,8 +18,10 @@ __all__ = [
     "MISSForReportGeneration",
     "MISSForRetrieval",
     "MISSForVQA",
+    "MISSImageProcessor",
     "MISSModel",
     "MISSPreTrainedModel",
+    "MISSProcessor",
     "MISSTextConfig",
     "MISSVisionConfig",
 ]

@@ -1,5 +1,6 @@
-"""MedViLL image processor and processor: pixel parity with the original torchvision pipeline, input rules for
-other encodings, the `[SEP] text [SEP]` stream, question cleaning, and save/load through the Auto classes."""
+"""MedViLL image processor and processor on the shared processor checks (tests/common), plus what is special to
+MedViLL: pixel parity with the original torchvision pipeline, input rules for other encodings, the `[SEP] text [SEP]`
+stream, question cleaning, and save/load through the Auto classes."""
 
 import json
 import re
@@ -12,9 +13,11 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoProcessor
 
 import medvlp_hf  # noqa: F401  (registers the Auto classes)
+from medvlp_hf.models.medvill.configuration_medvill import MedViLLConfig
 from medvlp_hf.models.medvill.image_processing_medvill import MedViLLImageProcessor
 from medvlp_hf.models.medvill.processing_medvill import MedViLLProcessor
 from medvlp_hf.resources import bert_base_uncased_vocab_file
+from tests.common.processor_tester import ProcessorTester, ProcessorTesterMixin
 
 XRAYS = ("00000001_000.png", "00027426_000.png")
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
@@ -22,6 +25,18 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 SEP, PAD = 102, 0
 # One 8-bit level after normalisation by the smallest std: the float path (no uint8 rounding) may differ by this.
 ONE_LEVEL = 1.0 / 255 / 0.224
+
+
+class MedViLLProcessorTester(ProcessorTester):
+    processor_class = MedViLLProcessor
+    vocab_size = 30522
+
+    def get_model_config(self):
+        return MedViLLConfig.from_preset("tiny")
+
+
+class TestMedViLLProcessor(ProcessorTesterMixin):
+    tester = MedViLLProcessorTester()
 
 
 def torchvision_reference(image: Image.Image, height: int, width: int, grayscale: bool = True) -> torch.Tensor:
@@ -401,7 +416,7 @@ def test_truncation_keeps_both_separators(processor):
     assert short["input_ids"][1].tolist() == [SEP, wordpieces(processor, "ok")[0], SEP] + [PAD] * 7
     with pytest.raises(ValueError, match=rf"text 0 is {len(pieces) + 2} tokens .* over max_length=255"):
         processor(text=long_text, truncation=False)
-    with pytest.raises(ValueError, match="no room for the text stream.s two \\[SEP\\]"):
+    with pytest.raises(ValueError, match=re.escape("max_length=1 leaves no room for [SEP] ... [SEP]")):
         processor(text="a", max_length=1)
 
 
@@ -478,3 +493,10 @@ def test_processor_save_load_round_trip(tmp_path, colour_image):
         out = loaded(**inputs)
         assert out.keys() == expected.keys()
         assert all(torch.equal(out[key], expected[key]) for key in expected)
+
+
+def test_from_vocab_file_rejects_a_vocab_without_bert_special_tokens(tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("[PAD]\n[UNK]\nheart\nlung\n")
+    with pytest.raises(ValueError, match=re.escape("lacks BERT's special tokens ['[SEP]', '[CLS]', '[MASK]']")):
+        MedViLLProcessor.from_vocab_file(vocab)
