@@ -994,7 +994,7 @@ class M2I2PreTrainedModel(PreTrainedModel):
                 *args, output_loading_info=True, **{**kwargs, "ignore_mismatched_sizes": True}
             )
             mismatched = loading_info["mismatched_keys"]
-            if not all(key.endswith("embeddings.position_embedding") for key, _, _ in mismatched):
+            if not all(key.endswith("position_embedding") for key, _, _ in mismatched):
                 raise
             key, saved, expected = sorted(mismatched)[0]
             raise ValueError(

@@ -506,6 +506,16 @@ def test_vqa_from_pretraining_starts_the_decoder_from_the_fusion_layers(tmp_path
     assert not any(name.split(".")[0].endswith("_m") for name in without)
 
 
+@pytest.mark.parametrize("model_class, vision", [(M2I2ForVQA, {"position_embedding_type": "learned"}),
+                                                  (M2I2ForPreTraining, {})], ids=["learnt", "sincos"])
+def test_a_folder_whose_grid_disagrees_with_its_config_is_refused(model_class, vision, tmp_path):
+    build(model_class, vision_config=vision).save_pretrained(tmp_path)
+    config = (tmp_path / "config.json").read_text()
+    (tmp_path / "config.json").write_text(config.replace('"image_size": 32', '"image_size": 64'))
+    with pytest.raises(ValueError, match="holds 16 patch positions but .* asks for 64"):
+        model_class.from_pretrained(tmp_path)
+
+
 def test_vqa_loss_is_half_the_summed_answer_cross_entropy_averaged_over_questions():
     model = build(M2I2ForVQA)
     inputs = batch(model.config, model_class=M2I2ForVQA)
