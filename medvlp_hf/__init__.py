@@ -9,7 +9,9 @@ from .models.m2i2 import (
     M2I2ForPreTraining,
     M2I2ForRetrieval,
     M2I2ForVQA,
+    M2I2ImageProcessor,
     M2I2Model,
+    M2I2Processor,
 )
 from .models.medvill import (
     MedViLLConfig,
@@ -44,7 +46,9 @@ __all__ = [
     "M2I2ForPreTraining",
     "M2I2ForRetrieval",
     "M2I2ForVQA",
+    "M2I2ImageProcessor",
     "M2I2Model",
+    "M2I2Processor",
     "MedViLLConfig",
     "MedViLLDecodingCache",
     "MedViLLForImageTextClassification",

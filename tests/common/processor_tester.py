@@ -29,6 +29,11 @@ class ProcessorTester:
     target_calls = (({}, "input_ids"),)
     # the `generation_prompt=True` call: (extra keyword arguments, the key holding the prompt)
     generation_prompt_call = ({}, "input_ids")
+    # whether an encoded `text` closes with `end_token_id` (M2I2's ALBEF layout `[CLS] text` has no closing token)
+    text_has_end_token = True
+    # whether the generation prompt holds `text` (a report's beginning, one length per text); False when it is a fixed
+    # decoder start, the same for every text (M2I2's answer decoder starts from `[CLS]` alone)
+    generation_prompt_holds_text = True
 
     def get_processor(self, **image_processor_kwargs):
         """The processor built offline from the bundled vocabulary, with `image_size` outputs."""
@@ -168,7 +173,8 @@ class ProcessorTesterMixin:
             processor(text=LONG_TEXT, truncation=False)
         truncated = processor(text=[LONG_TEXT, "clear"], max_length=12)
         assert truncated["input_ids"].shape == (2, 12)
-        assert truncated["input_ids"][0, -1] == self.tester.end_token_id(processor)
+        ends_with_end_token = bool(truncated["input_ids"][0, -1] == self.tester.end_token_id(processor))
+        assert ends_with_end_token == self.tester.text_has_end_token
 
     def test_image_and_text_counts_must_match(self):
         processor = self.tester.get_processor()
@@ -185,7 +191,10 @@ class ProcessorTesterMixin:
         mask_key = key.replace("input_ids", "attention_mask")
         ids, mask = prompts[key], prompts[mask_key]
         assert (ids[:, -1] != self.tester.end_token_id(processor)).all()
-        assert mask[:, -1].all() and not mask.all(), "left-padded: every row ends with a real token"
+        if self.tester.generation_prompt_holds_text:
+            assert mask[:, -1].all() and not mask.all(), "left-padded: every row ends with a real token"
+        else:
+            assert mask.all() and (ids == ids[0]).all(), "one decoder start for every text"
         for row, report in enumerate(REPORTS):
             single = processor(text=report, generation_prompt=True, **kwargs)
             length = int(mask[row].sum())

@@ -1,6 +1,7 @@
 """M2I2 (Li et al., ISBI 2023) as a transformers model."""
 
 from .configuration_m2i2 import M2I2Config, M2I2MIMDecoderConfig, M2I2TextConfig, M2I2VisionConfig
+from .image_processing_m2i2 import M2I2ImageProcessor
 from .modeling_m2i2 import (
     M2I2ForPreTraining,
     M2I2ForRetrieval,
@@ -11,15 +12,18 @@ from .modeling_m2i2 import (
     sincos_position_table,
     vqa_state_dict_from_pretraining,
 )
+from .processing_m2i2 import M2I2Processor
 
 __all__ = [
     "M2I2Config",
     "M2I2ForPreTraining",
     "M2I2ForRetrieval",
     "M2I2ForVQA",
+    "M2I2ImageProcessor",
     "M2I2MIMDecoderConfig",
     "M2I2Model",
     "M2I2PreTrainedModel",
+    "M2I2Processor",
     "M2I2TextConfig",
     "M2I2VisionConfig",
     "mask_caption_tokens",
