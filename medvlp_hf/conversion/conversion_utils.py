@@ -188,6 +188,16 @@ def check_key_table(state_dict, table, description, hint=""):
                               "(one module registered twice in the original model) but differ.")
 
 
+def check_position_ids(state_dict, table):
+    """Every `position_ids` buffer of the table that the checkpoint holds counts 0..n-1, as the original registers it:
+    the converted model computes its positions itself, so other values would silently change the numbers."""
+    wrong = [e.original for e in table if e.original.endswith("position_ids") and e.original in state_dict
+             and not torch.equal(state_dict[e.original].flatten(), torch.arange(state_dict[e.original].numel()))]
+    if wrong:
+        raise CheckpointError(f"{wrong} should count 0, 1, 2, ... (the position ids the original model registers) but "
+                              "hold other values; the checkpoint was edited or is not an original one.")
+
+
 def tied_entries_match(state_dict, table) -> bool:
     """Whether every `tied` tensor equals its source (then the converted model ties them too)."""
     return all(torch.equal(state_dict[e.original], state_dict[e.source]) for e in table if e.role == "tied")
