@@ -8,6 +8,7 @@ when the function returns (`captured_locals`), never recomputed here.
 """
 
 import contextlib
+import io
 import json
 import sys
 from pathlib import Path
@@ -74,7 +75,7 @@ def load_strictly(model, state_dict):
 def pretraining_model(config_file, state_dict, image_size, projection_dim, queue_size):
     from models.miss_pretrain import MISS_Pretrain
 
-    with contextlib.redirect_stdout(sys.stderr):  # tie_encoder_decoder_weights prints every tied module
+    with contextlib.redirect_stdout(io.StringIO()):  # tie_encoder_decoder_weights prints every tied module
         model = MISS_Pretrain(med_config=str(config_file), image_size=image_size, vit="base", embed_dim=projection_dim,
                               queue_size=queue_size)
     return load_strictly(model, state_dict)
@@ -95,7 +96,7 @@ def vqa_model_from_pretraining(config_file, checkpoint_file, image_size):
     from models.miss import load_checkpoint
 
     model = miss_vqa(med_config=str(config_file), image_size=image_size, vit="base")
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(io.StringIO()):  # "reshape position embedding ..."
         _, message = load_checkpoint(model, str(checkpoint_file))
     return model.eval(), message
 

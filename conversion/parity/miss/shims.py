@@ -4,7 +4,7 @@ before (`prepare`) or right after (`configure`) their modules are imported.
 
 1. torchvision (which timm 0.4.12 imports): the `torchvision::nms` operator schemas are defined before torchvision
    loads (the registry's only torchvision 0.28.0 is a CUDA build whose extension needs them,
-   ../../shared/reference/originals.md §1.1).
+   ../shared/reference/originals.md §1.1).
 2. Downloads and unused imports: `fairscale`'s `checkpoint_wrapper` (imported by vit.py, used only with gradient
    checkpointing) is stubbed; `torch.hub.load_state_dict_from_url` (MISS_Pretrain downloads DeiT weights and never
    loads them, originals.md §4.12) returns `{"model": {}}`; `BertTokenizer.from_pretrained` of the author's disk path
