@@ -360,3 +360,24 @@ def render_conversion_card(model_type, record, repo_id=None):
     provenance = {key: record.conversion[key] for key in ("source_checkpoint", "script", "command")}
     return render_model_card(model_type, architecture=record.architecture, datasets=record.conversion["datasets"],
                              repo_id=repo_id, conversion={**provenance, **card_parity_fields(record)})
+
+
+def finish_conversion(folder, record, processor, provenance, card=True, repo_id=None):
+    """Write what a converted folder holds besides the weights: the processor, the parity record with the conversion's
+    `provenance` (source_checkpoint, script, command, datasets) and, with `card`, the model card."""
+    from medvlp_hf.hub import save_model_card
+
+    from .parity import write_record
+
+    record.conversion = provenance
+    processor.save_pretrained(folder)
+    write_record(record, folder)
+    if card:
+        save_model_card(render_conversion_card(record.model_type, record, repo_id), folder)
+
+
+def conversion_provenance(checkpoint, checkpoint_sha256, original, script, command, datasets) -> dict:
+    """How a folder was made, as its record and card show it: the source file with its hash and the original
+    repository@commit (`original`), the converter script, the exact command, the training datasets."""
+    return {"source_checkpoint": f"{Path(checkpoint).name} (sha256 {checkpoint_sha256[:16]}…, {original})",
+            "script": script, "command": command, "datasets": list(datasets)}

@@ -417,23 +417,7 @@ def parity_record(model, kind, reference_dir, checkpoint_sha256):
         record.config = parity_config_fields(kind, model.config)
         record.reference["note"] = PARITY_VERIFIED_BY_TESTS
         return record
-    record = parity.read_record(reference_dir)
-    made_on = record.reference.get("checkpoint_sha256")
-    if made_on and made_on != checkpoint_sha256:
-        raise parity.ParityRecordError(
-            f"the parity reference {reference_dir} was made on a checkpoint with sha256 {made_on[:16]}…, not on this "
-            f"one ({checkpoint_sha256[:16]}…); run the harness on the file you convert.")
-    if record.architecture != type(model).__name__:
-        raise parity.ParityRecordError(f"the parity reference {reference_dir} is for {record.architecture}, but --kind "
-                                       f"{kind} converts to {type(model).__name__}.")
-    results = parity.check_record(model, record)
-    failed = parity.failures(results)
-    if failed:
-        raise parity.ParityMismatchError(f"the converted model does not reproduce the original implementation's outputs in "
-                           f"{reference_dir} (rtol {record.tolerance['rtol']:g}, atol {record.tolerance['atol']:g}): "
-                           f"{failed}. Nothing was saved.")
-    record.reference.update(name=Path(reference_dir).name, sha256=parity.record_sha256(reference_dir))
-    return record
+    return parity.reference_record(model, reference_dir, checkpoint_sha256, f"--kind {kind}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -488,7 +472,7 @@ def build_parser(prog=None):
 
 def main(argv=None, prog=None):
     """Convert, check parity, and save; returns the output folder."""
-    from medvlp_hf.hub import push_to_hub, save_model_card
+    from medvlp_hf.hub import push_to_hub
 
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = prog or f"python {Path(sys.argv[0]).as_posix()}"
@@ -501,16 +485,12 @@ def main(argv=None, prog=None):
                                    args.num_pretraining_image_tokens, args.attention_mask_type, id2label)
         checkpoint_sha256 = utils.sha256_files(loaded.files)
         record = parity_record(model, args.kind, args.reference, checkpoint_sha256)
-        record.conversion = {
-            "source_checkpoint": f"{Path(args.checkpoint).name} (sha256 {checkpoint_sha256[:16]}…, "
-                                 f"{ORIGINAL_REPOSITORY}@{ORIGINAL_COMMIT})",
-            "script": SCRIPT, "command": shlex.join([*shlex.split(prog), *argv]),
-            "datasets": [args.dataset or DEFAULT_DATASETS[args.kind]]}
+        provenance = utils.conversion_provenance(
+            args.checkpoint, checkpoint_sha256, f"{ORIGINAL_REPOSITORY}@{ORIGINAL_COMMIT}", SCRIPT,
+            shlex.join([*shlex.split(prog), *argv]), [args.dataset or DEFAULT_DATASETS[args.kind]])
         model.save_pretrained(staging)
-        build_processor(model.config, args.tokenizer_dir).save_pretrained(staging)
-        parity.write_record(record, staging)
-        if not args.no_card:
-            save_model_card(utils.render_conversion_card(model.config.model_type, record, args.push_to_hub), staging)
+        utils.finish_conversion(staging, record, build_processor(model.config, args.tokenizer_dir), provenance,
+                                not args.no_card, args.push_to_hub)
     out = Path(args.out)
     if args.push_to_hub:
         push_to_hub(out, args.push_to_hub)

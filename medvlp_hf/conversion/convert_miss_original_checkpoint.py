@@ -34,6 +34,7 @@ model's own outputs, and the card says parity with the original is not verified 
 """
 
 import argparse
+import json
 import re
 import shlex
 import sys
@@ -480,23 +481,7 @@ def parity_record(model, head, tokenizer, reference_dir, checkpoint_sha256):
         record.config = parity_config_fields(head, model.config)
         record.reference["note"] = PARITY_VERIFIED_BY_TESTS
         return record
-    record = parity.read_record(reference_dir)
-    made_on = record.reference.get("checkpoint_sha256")
-    if made_on and made_on != checkpoint_sha256:
-        raise parity.ParityRecordError(
-            f"the parity reference {reference_dir} was made on a checkpoint with sha256 {made_on[:16]}…, not on this "
-            f"one ({checkpoint_sha256[:16]}…); run the harness on the file you convert.")
-    if record.architecture != type(model).__name__:
-        raise parity.ParityRecordError(f"the parity reference {reference_dir} is for {record.architecture}, but this "
-                                       f"conversion makes a {type(model).__name__} (check --kind and --head).")
-    results = parity.check_record(model, record)
-    failed = parity.failures(results)
-    if failed:
-        raise parity.ParityMismatchError(
-            f"the converted model does not reproduce the original implementation's outputs in {reference_dir} (rtol "
-            f"{record.tolerance['rtol']:g}, atol {record.tolerance['atol']:g}): {failed}. Nothing was saved.")
-    record.reference.update(name=Path(reference_dir).name, sha256=parity.record_sha256(reference_dir))
-    return record
+    return parity.reference_record(model, reference_dir, checkpoint_sha256, f"--head {head}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -558,9 +543,7 @@ def build_parser(prog=None):
 
 def main(argv=None, prog=None):
     """Convert, save, check parity; returns the output folder (nothing is left behind when a step fails)."""
-    import json
-
-    from medvlp_hf.hub import push_to_hub, save_model_card
+    from medvlp_hf.hub import push_to_hub
 
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = prog or f"python {Path(sys.argv[0]).as_posix()}"
@@ -575,15 +558,10 @@ def main(argv=None, prog=None):
         model.save_pretrained(staging)  # before the parity check, which runs a pre-training model's momentum update
         checkpoint_sha256 = utils.sha256_files(loaded.files)
         record = parity_record(model, head, processor.tokenizer, args.reference, checkpoint_sha256)
-        record.conversion = {
-            "source_checkpoint": f"{Path(args.checkpoint).name} (sha256 {checkpoint_sha256[:16]}…, "
-                                 f"{ORIGINAL_REPOSITORY}@{ORIGINAL_COMMIT})",
-            "script": SCRIPT, "command": shlex.join([*shlex.split(prog), *argv]),
-            "datasets": [args.dataset or DEFAULT_DATASETS[head]]}
-        processor.save_pretrained(staging)
-        parity.write_record(record, staging)
-        if not args.no_card:
-            save_model_card(utils.render_conversion_card(model.config.model_type, record, args.push_to_hub), staging)
+        provenance = utils.conversion_provenance(
+            args.checkpoint, checkpoint_sha256, f"{ORIGINAL_REPOSITORY}@{ORIGINAL_COMMIT}", SCRIPT,
+            shlex.join([*shlex.split(prog), *argv]), [args.dataset or DEFAULT_DATASETS[head]])
+        utils.finish_conversion(staging, record, processor, provenance, not args.no_card, args.push_to_hub)
     out = Path(args.out)
     if args.push_to_hub:
         push_to_hub(out, args.push_to_hub)

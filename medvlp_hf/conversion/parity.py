@@ -211,6 +211,29 @@ def self_record(model, cases, tensors, producer, checkpoint_sha256=None) -> "Par
     return ParityRecord(model.config.model_type, type(model).__name__, list(cases), {**tensors, **expected}, reference)
 
 
+def reference_record(model, reference_dir, checkpoint_sha256, options) -> "ParityRecord":
+    """The harness's record in `reference_dir`, checked on the converted `model`: made on the same checkpoint file
+    (sha256), for the same head, and reproduced within its tolerance; it gets the record's name and sha256.
+    `options`: the converter options that chose the head (for the message). Raises ParityRecordError or
+    ParityMismatchError (listing the outputs that differ)."""
+    record = read_record(reference_dir)
+    made_on = record.reference.get("checkpoint_sha256")
+    if made_on and made_on != checkpoint_sha256:
+        raise ParityRecordError(
+            f"the parity reference {reference_dir} was made on a checkpoint with sha256 {made_on[:16]}…, not on this "
+            f"one ({checkpoint_sha256[:16]}…); run the harness on the file you convert.")
+    if record.architecture != type(model).__name__:
+        raise ParityRecordError(f"the parity reference {reference_dir} is for {record.architecture}, but {options} "
+                                f"converts to {type(model).__name__}.")
+    failed = failures(check_record(model, record))
+    if failed:
+        raise ParityMismatchError(
+            f"the converted model does not reproduce the original implementation's outputs in {reference_dir} (rtol "
+            f"{record.tolerance['rtol']:g}, atol {record.tolerance['atol']:g}): {failed}. Nothing was saved.")
+    record.reference.update(name=Path(reference_dir).name, sha256=record_sha256(reference_dir))
+    return record
+
+
 def failures(results) -> list:
     return [f"{key} (max |diff| {result['max_abs_diff']:.3g})" if result["max_abs_diff"] is not None
             else f"{key} ({result['note']})" for key, result in results.items() if not result["passed"]]

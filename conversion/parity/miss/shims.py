@@ -23,12 +23,10 @@ before (`prepare`) or right after (`configure`) their modules are imported.
    given sizes (`configure(vision=...)`); the released geometry keeps their ViT-B/16.
 """
 
-import importlib.machinery
-import sys
-import types
-
 import torch
 from torch import nn
+
+from stand_ins import define_torchvision_operator_schemas, stub_module
 
 AUTHOR_TOKENIZER_PATH = "/home/cjw/demo/bert-base-uncased"  # hard-coded in models/miss.py:init_tokenizer
 MASK_VALUE = -10000.0  # the additive mask constant of the transformers versions BLIP/MISS pin
@@ -39,9 +37,7 @@ def prepare():
     imports torchvision or timm."""
     if getattr(prepare, "done", False):
         return
-    library = torch.library.Library("torchvision", "FRAGMENT")
-    library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    library = define_torchvision_operator_schemas()
     stub_module("fairscale")
     stub_module("fairscale.nn")
     stub_module("fairscale.nn.checkpoint")
@@ -59,14 +55,6 @@ def configure(vocab_dir, vision=None):
     _patch_med()
     if vision is not None:
         _patch_create_vit(vision)
-
-
-def stub_module(name, **attributes):
-    stub = types.ModuleType(name)
-    stub.__spec__ = importlib.machinery.ModuleSpec(name, loader=None)
-    stub.__dict__.update(attributes)
-    sys.modules[name] = stub
-    return stub
 
 
 def _no_checkpoint_wrapper(module, *args, **kwargs):

@@ -300,7 +300,7 @@ def test_a_reference_the_model_misses_stops_the_conversion(tmp_path):
 
 
 def test_a_reference_for_another_head_is_refused(tmp_path):
-    with pytest.raises(parity.ParityRecordError, match="is for MISSForVQA, but this conversion makes a "
+    with pytest.raises(parity.ParityRecordError, match="is for MISSForVQA, but --head pretraining converts to "
                                                        "MISSForPreTraining"):
         conv.main(convert_arguments("pretraining", tmp_path, tmp_path / "hf", "--reference",
                                     str(RECORDS / "pretraining_vqa")))
