@@ -362,6 +362,19 @@ def render_conversion_card(model_type, record, repo_id=None):
                              repo_id=repo_id, conversion={**provenance, **card_parity_fields(record)})
 
 
+def add_output_arguments(parser, harness):
+    """The command-line options every converter has for what it writes: --out, --reference (a record the parity
+    harness `conversion/parity/<harness>` made), --overwrite, --push_to_hub, --dataset, --no_card."""
+    parser.add_argument("--out", required=True, help="output folder (model, processor, parity record, README.md)")
+    parser.add_argument("--reference", metavar="RECORD_DIR",
+                        help=f"parity record the harness (conversion/parity/{harness}) made on this checkpoint with the "
+                             "authors' code; the conversion fails unless the model reproduces it")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--push_to_hub", metavar="REPO", help="also upload the folder to this Hub repository")
+    parser.add_argument("--dataset", help="training data named on the model card (default per head)")
+    parser.add_argument("--no_card", action="store_true", help="do not write README.md")
+
+
 def finish_conversion(folder, record, processor, provenance, card=True, repo_id=None):
     """Write what a converted folder holds besides the weights: the processor, the parity record with the conversion's
     `provenance` (source_checkpoint, script, command, datasets) and, with `card`, the model card."""

@@ -447,14 +447,8 @@ def build_parser(prog=None):
         description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 2)[2])
     parser.add_argument("--checkpoint", required=True, help="original weights file or its directory")
     parser.add_argument("--kind", required=True, choices=KINDS, help="which original model wrote the checkpoint")
-    parser.add_argument("--out", required=True, help="output folder (model, processor, parity record, README.md)")
     parser.add_argument("--config", help="the original BERT config.json (default: the one in the checkpoint "
                                          "directory, else BERT-base)")
-    parser.add_argument("--reference", metavar="RECORD_DIR",
-                        help="parity record the harness (conversion/parity/medvill) made on this checkpoint with the "
-                             "authors' code; the conversion fails unless the model reproduces it")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    parser.add_argument("--push_to_hub", metavar="REPO", help="also upload the folder to this Hub repository")
     parser.add_argument("--image_size", type=int, default=512, help="input resolution the model was trained at")
     parser.add_argument("--num_pretraining_image_tokens", type=int,
                         help="grid cells sampled per pre-training forward (default min(180, grid cells))")
@@ -465,8 +459,7 @@ def build_parser(prog=None):
                                               "original cache/trainval_label2ans.pkl list, written as JSON)")
     parser.add_argument("--tokenizer_dir", help="folder with the WordPiece vocab.txt (default: the bundled "
                                                 "bert-base-uncased)")
-    parser.add_argument("--dataset", help="training data named on the model card (default per kind)")
-    parser.add_argument("--no_card", action="store_true", help="do not write README.md")
+    utils.add_output_arguments(parser, "medvill")
     return parser
 
 

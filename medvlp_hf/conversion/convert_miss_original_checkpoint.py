@@ -522,22 +522,15 @@ def build_parser(prog=None):
     parser.add_argument("--kind", required=True, choices=KINDS, help="which original model wrote the checkpoint")
     parser.add_argument("--head", choices=KINDS, help="the medvlp-hf head to build (default: the kind's own; "
                                                       "`vqa` from a pre-training checkpoint as the authors fine-tune)")
-    parser.add_argument("--out", required=True, help="output folder (model, processor, parity record, README.md)")
     parser.add_argument("--image_size", type=int,
                         help="the checkpoint's image size (default: read off its position-embedding grid), or with "
                              "--head vqa the VQA model's (default 480: the position embeddings are interpolated)")
     parser.add_argument("--config", help="the original BERT config.json (configs/med_config.json; default BERT-base)")
     parser.add_argument("--vision_num_attention_heads", type=int,
                         help="ViT attention heads, for a ViT that is not ViT-B/16's 768 wide (default 12)")
-    parser.add_argument("--reference", metavar="RECORD_DIR",
-                        help="parity record the harness (conversion/parity/miss) made on this checkpoint with the "
-                             "authors' code; the conversion fails unless the model reproduces it")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    parser.add_argument("--push_to_hub", metavar="REPO", help="also upload the folder to this Hub repository")
     parser.add_argument("--tokenizer_dir", help="folder with the WordPiece vocab.txt the model was trained with "
                                                 "(default: the bundled bert-base-uncased; [DEC] and [ENC] are added)")
-    parser.add_argument("--dataset", help="training data named on the model card (default per head)")
-    parser.add_argument("--no_card", action="store_true", help="do not write README.md")
+    utils.add_output_arguments(parser, "miss")
     return parser
 
 
