@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Multi-label diagnosis classification (the 14 CheXpert observations) with Trainer, following MedViLL's
+r"""Multi-label diagnosis classification (the 14 CheXpert observations) with Trainer, following MedViLL's
 classifier: image and report read together, pooled [CLS] -> linear layer, BCE (optionally with MedViLL's
 per-label pos_weight). Metrics: AUROC micro/macro and F1 micro/macro at --threshold.
 
@@ -8,9 +8,8 @@ per-label pos_weight). Metrics: AUROC micro/macro and F1 micro/macro at --thresh
     python examples/run_classification.py --dataset mimic_cxr --data_dir /data/mimic-cxr-jpg \
         --model_name_or_path path/to/pretrained --output_dir outputs/mimic-cls --pos_weight --do_train --do_eval
 
-Writes the model with its processor (transformers has no Auto class for this head: load it with
-MedViLLForImageTextClassification.from_pretrained and AutoProcessor), eval_results.json (eval_auroc_micro,
-eval_auroc_macro, eval_f1_micro, eval_f1_macro) and eval_predictions.jsonl.
+Writes the model with its processor (loadable with medvlp_hf.AutoModelForImageTextClassification and AutoProcessor),
+eval_results.json (eval_auroc_micro, eval_auroc_macro, eval_f1_micro, eval_f1_macro) and eval_predictions.jsonl.
 Datasets: demo, mimic_cxr, report_jsonl.
 """
 
@@ -21,7 +20,7 @@ import cpu_threads  # noqa: F401  (sets the OpenMP wait policy; must come before
 
 from transformers import set_seed
 
-from medvlp_hf import MedViLLForImageTextClassification
+from medvlp_hf import AutoModelForImageTextClassification
 from medvlp_hf.data import ClassificationCollator
 from medvlp_hf.training import (
     MedVLPTrainer, build_processor, build_trainable_model, load_config, load_task_dataset, parse_arguments,
@@ -52,7 +51,9 @@ CARD_METRICS = ("auroc_micro", "auroc_macro", "f1_micro", "f1_macro")
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    model_args, data_args, task_args, training_args = parse_arguments((ClassificationArguments,), argv, **DEFAULTS)
+    model_args, data_args, task_args, training_args = parse_arguments(
+        (ClassificationArguments,), argv, __doc__, **DEFAULTS
+    )
     push = take_push_to_hub(training_args)
     setup_logging(training_args)
     set_seed(training_args.seed)
@@ -63,7 +64,7 @@ def main(argv=None):
     set_label_fields(config)
     if task_args.pos_weight and "train" in splits:
         config.classification_pos_weight = positive_class_weights(splits["train"])
-    model = build_trainable_model(model_args, MedViLLForImageTextClassification, config)
+    model = build_trainable_model(model_args, AutoModelForImageTextClassification, config)
     processor = build_processor(model_args, config)
     collator = ClassificationCollator(
         processor,

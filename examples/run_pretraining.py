@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Vision-language pre-training with Trainer, following MedViLL: masked language modelling on the report
+r"""Vision-language pre-training with Trainer, following MedViLL: masked language modelling on the report
 (15% of its tokens, 80/10/10) plus image-report matching against label-conditioned negatives (a report of a
 record with a different CheXpert label set; random other reports for data without labels), under the
 attention mask of the config (`attention_mask_type`: bar (MedViLL), bidirectional, s2s, bi_s2s, non_crossing;
@@ -51,7 +51,7 @@ CARD_METRICS = ("mlm_accuracy", "itm_accuracy")
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    model_args, data_args, training_args = parse_arguments((), argv, **DEFAULTS)
+    model_args, data_args, training_args = parse_arguments((), argv, __doc__, **DEFAULTS)
     push = take_push_to_hub(training_args)
     setup_logging(training_args)
     set_seed(training_args.seed)

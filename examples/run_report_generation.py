@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Radiology report generation with Trainer, following MedViLL's fine-tuning: sequence-to-sequence attention
+r"""Radiology report generation with Trainer, following MedViLL's fine-tuning: sequence-to-sequence attention
 mask, up to 3 report tokens per example replaced by [MASK] and predicted. Evaluation decodes each report from
 the image alone with `generate()` and scores it against the reference (BLEU-1..4, ROUGE-L, CIDEr-D, MedViLL's
 NLTK BLEU, optional METEOR, and clinical efficacy with the rule-based CheXpert labeler).
@@ -51,7 +51,9 @@ CARD_METRICS = ("bleu_1", "bleu_4", "rouge_l", "cider", "ce_f1_micro_14")
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    model_args, data_args, task_args, training_args = parse_arguments((ReportGenerationArguments,), argv, **DEFAULTS)
+    model_args, data_args, task_args, training_args = parse_arguments(
+        (ReportGenerationArguments,), argv, __doc__, **DEFAULTS
+    )
     push = take_push_to_hub(training_args)
     setup_logging(training_args)
     set_seed(training_args.seed)

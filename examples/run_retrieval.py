@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Image-report retrieval with Trainer, following MedViLL: the matching head is fine-tuned on one true and one
+r"""Image-report retrieval with Trainer, following MedViLL: the matching head is fine-tuned on one true and one
 label-conditioned negative pair per record (the negative's image or report comes from a record with a different
 CheXpert label set), then every query is ranked against --num_candidates candidates, every candidate with the
 query's label set counting as relevant. Metrics per direction: Hit@K, Recall@K, Precision@K (K = 1, 5, 10),
@@ -49,7 +49,9 @@ CARD_METRICS = ("i2t_hit@5", "i2t_mrr", "t2i_hit@5", "t2i_mrr")
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    model_args, data_args, task_args, training_args = parse_arguments((RetrievalArguments,), argv, **DEFAULTS)
+    model_args, data_args, task_args, training_args = parse_arguments(
+        (RetrievalArguments,), argv, __doc__, **DEFAULTS
+    )
     if training_args.eval_strategy != "no":
         raise ValueError("run_retrieval.py ranks candidate groups after training (--do_eval); evaluation during "
                          "training (--eval_strategy) is not supported.")

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoProcessor
 
-from medvlp_hf import MedViLLForImageTextClassification
+from medvlp_hf import AutoModelForImageTextClassification, MedViLLForImageTextClassification
 from medvlp_hf.data import CHEXPERT_LABELS, ClassificationCollator, load_demo
 from medvlp_hf.metrics import classification_metrics
 from tests.test_examples_common import read_json, read_jsonl, run_example
@@ -27,7 +27,8 @@ def test_train_eval_writes_auroc_f1_and_reloads(tmp_path):
     assert results["eval_auroc_micro"] == pytest.approx(scores["auroc_micro"])
     assert results["eval_f1_macro"] == pytest.approx(scores["f1_macro"])
 
-    model = MedViLLForImageTextClassification.from_pretrained(out).eval()
+    model = AutoModelForImageTextClassification.from_pretrained(out).eval()
+    assert type(model) is MedViLLForImageTextClassification
     positives = np.array(demo["train"]["labels"]).sum(0)
     expected_weights = np.where(positives > 0, (16 - positives) / np.maximum(positives, 1), 1.0)
     assert model.config.classification_pos_weight == pytest.approx(expected_weights.tolist())

@@ -6,7 +6,11 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForVisualQuestionAnswering
 
-from medvlp_hf.training import LORA_TARGET_MODULES
+from medvlp_hf import (
+    MedViLLConfig, MedViLLForImageTextClassification, MedViLLForPreTraining, MedViLLForReportGeneration,
+    MedViLLForRetrieval, MedViLLForVQA,
+)
+from medvlp_hf.training import ModelArguments, apply_lora, fully_trained_head_modules, lora_target_modules
 from tests.test_examples_common import read_json, read_jsonl, run_example, weights
 from tests.test_examples_vqa import eval_rows, vqa_batch
 
@@ -31,7 +35,7 @@ def test_merged_lora_checkpoint_equals_the_adapter_on_its_base(tmp_path, base_ch
     run_example("vqa", out, *LORA, "--merge_lora", model=base_checkpoint)
 
     adapter = read_json(out / "adapter" / "adapter_config.json")
-    assert sorted(adapter["target_modules"]) == sorted(LORA_TARGET_MODULES["medvill"])
+    assert sorted(adapter["target_modules"]) == sorted(MedViLLForVQA.lora_target_modules)
     assert adapter["modules_to_save"] == ["answer_classifier"]
     assert adapter["base_model_name_or_path"] == str(base_checkpoint)
 
@@ -65,3 +69,46 @@ def test_adapter_folder_loads_through_the_auto_class(tmp_path, base_checkpoint):
     torch.testing.assert_close(logits_of(auto, out, rows), logits_of(adapter_model, out, rows), atol=1e-6, rtol=1e-6)
     predictions = [auto.config.id2label[int(i)] for i in logits_of(auto, out, rows).argmax(-1)]
     assert predictions == [row["prediction"] for row in read_jsonl(out / "eval_predictions.jsonl")]
+
+
+@pytest.mark.parametrize(
+    "head, trained",
+    [
+        (MedViLLForVQA, ["answer_classifier"]),
+        (MedViLLForImageTextClassification, ["classifier"]),
+        (MedViLLForRetrieval, ["itm_head"]),
+        (MedViLLForPreTraining, ["itm_head"]),  # mlm_head holds the decoder tied to the word embeddings
+        (MedViLLForReportGeneration, []),
+    ],
+)
+def test_lora_trains_the_new_head_modules_except_tied_vocabulary_heads(head, trained):
+    model = head(MedViLLConfig.from_preset("tiny"))
+    assert fully_trained_head_modules(model) == trained
+    assert set(trained) <= set(head.new_head_modules)
+    peft_model = apply_lora(model, ModelArguments(model_name_or_path="x", lora=True, lora_r=2))
+    assert peft_model.peft_config["default"].modules_to_save == trained
+    assert sorted(peft_model.peft_config["default"].target_modules) == sorted(head.lora_target_modules)
+    trainable = {name for name, parameter in peft_model.named_parameters() if parameter.requires_grad}
+    assert trainable and all("lora_" in name or any(f".{m}." in name for m in trained) for name in trainable)
+    assert any(".attention.query.lora_A." in name for name in trainable)
+    for module in trained:
+        assert any(f".{module}.modules_to_save." in name for name in trainable), module
+    inner = peft_model.get_base_model()
+    if "mlm_head" in head.new_head_modules:
+        assert inner.mlm_head.decoder.weight is inner.medvill.embeddings.word_embeddings.weight
+        assert not inner.mlm_head.decoder.weight.requires_grad
+
+
+def test_an_untied_vocabulary_head_trains_in_full():
+    model = MedViLLForReportGeneration(MedViLLConfig.from_preset("tiny", tie_word_embeddings=False))
+    assert fully_trained_head_modules(model) == ["mlm_head"]
+
+
+def test_lora_target_modules_come_from_the_model_or_the_command_line():
+    model = MedViLLForVQA(MedViLLConfig.from_preset("tiny"))
+    assert lora_target_modules(model, ModelArguments(model_name_or_path="x")) == ["query", "value"]
+    custom = ModelArguments(model_name_or_path="x", lora_target_modules="key, dense")
+    assert lora_target_modules(model, custom) == ["key", "dense"]
+    plain = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="pass --lora_target_modules"):
+        lora_target_modules(plain, ModelArguments(model_name_or_path="x"))

@@ -1,20 +1,30 @@
 """Unit checks of the Trainer pieces the example scripts share (medvlp_hf.training)."""
 
+import ast
+import importlib
+import inspect
 import json
+import sys
 
+import numpy as np
 import pytest
 import torch
+from datasets import Dataset
 from torch import nn
+from transformers import EvalPrediction
 
-from medvlp_hf import MedViLLConfig, MedViLLForVQA
+from medvlp_hf import MedViLLConfig, MedViLLForVQA, config_class_for, default_processor
+from medvlp_hf.auto import ZOO_MODEL_TYPES
 from medvlp_hf.data import demo_answers, load_demo
 from medvlp_hf.training import (
-    DataArguments, ModelArguments, freeze_batch_norm_statistics, load_config, load_task_dataset, parse_arguments,
-    parse_config_overrides, run_splits,
+    DataArguments, ModelArguments, build_processor, freeze_batch_norm_statistics, load_config, load_task_dataset,
+    parse_arguments, parse_config_overrides, run_splits,
 )
 from medvlp_hf.training.vqa import (
-    VQAArguments, answer_head_is_new, resolve_answers, set_answers, start_answer_logits_at_uniform_prior,
+    VQAArguments, answer_head_is_new, majority_answers, resolve_answers, set_answers,
+    start_answer_logits_at_uniform_prior, vqa_metrics,
 )
+from tests.test_examples_common import EXAMPLES, REPO_ROOT, example
 
 
 def test_config_overrides_take_the_type_of_the_field():
@@ -37,29 +47,57 @@ def test_config_overrides_take_the_type_of_the_field():
         parse_config_overrides("hidden_size", reference)
 
 
+def scratch(preset, **kwargs):
+    return ModelArguments(model_type="medvill", config=preset, **kwargs)
+
+
 def test_scratch_presets_get_width_scaled_initialisation_unless_overridden():
-    assert load_config(ModelArguments(config="tiny")).initializer_range == pytest.approx(32**-0.5)
-    assert load_config(ModelArguments(config="small")).initializer_range == pytest.approx(256**-0.5)
-    assert load_config(ModelArguments(config="base")).initializer_range == 0.02
-    overridden = load_config(ModelArguments(config="tiny", config_overrides="initializer_range=0.02,image_size=96"))
+    """The CPU presets carry initializer_range = hidden_size ** -0.5 themselves; --config_overrides still wins."""
+    tiny = load_config(scratch("tiny"))
+    assert type(tiny) is config_class_for("medvill")
+    assert tiny.initializer_range == pytest.approx(tiny.hidden_size**-0.5) == pytest.approx(32**-0.5)
+    assert load_config(scratch("small")).initializer_range == pytest.approx(256**-0.5)
+    assert load_config(scratch("base")).initializer_range == 0.02
+    overridden = load_config(scratch("tiny", config_overrides="initializer_range=0.02,image_size=96"))
     assert overridden.initializer_range == 0.02 and overridden.image_size == 96
     with pytest.raises(ValueError, match="num_pretraining_image_tokens"):  # the config's own validation runs
-        load_config(ModelArguments(config="small", config_overrides="image_size=64"))
+        load_config(scratch("small", config_overrides="image_size=64"))
+
+
+def test_scratch_processor_is_the_model_types_default_processor():
+    config = load_config(scratch("tiny"))
+    processor = build_processor(scratch("tiny"), config)
+    assert type(processor) is type(default_processor(config))
+    assert processor.image_processor.size == {"height": config.image_size, "width": config.image_size}
+    assert processor.tokenizer.vocab_size == config.vocab_size
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({}, "Say which model to train"),
+        ({}, r"Say which model to train.*--model_type TYPE --config PRESET.*medvill --config base\|small\|tiny"),
+        ({"config": "tiny"}, "Say which model to train"),
+        ({"model_type": "medvill"}, "Say which model to train"),
+        ({"model_type": "bert", "config": "tiny"}, r"'bert' is not a medvlp-hf model; choose one of \['medvill'"),
         ({"model_name_or_path": "x", "config": "tiny"}, "cannot be combined"),
-        ({"config": "huge"}, "not a preset"),
-        ({"config": "tiny", "lora": True}, "adapts a trained checkpoint"),
-        ({"config": "tiny", "merge_lora": True}, "add --lora"),
+        ({"model_name_or_path": "x", "model_type": "medvill"}, "cannot be combined"),
+        ({"model_type": "medvill", "config": "huge"}, r"'huge' is not a medvill preset; choose one of \('base'"),
+        ({"model_type": "medvill", "config": "tiny", "lora": True}, "adapts a trained checkpoint"),
+        ({"model_type": "medvill", "config": "tiny", "merge_lora": True}, "add --lora"),
     ],
 )
 def test_model_arguments_name_the_problem(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ModelArguments(**kwargs)
+
+
+def test_scratch_model_type_has_no_default_and_the_error_lists_the_zoo(tmp_path):
+    """--model_type is required from scratch: a default model family would hide which model a run trains."""
+    with pytest.raises(ValueError, match="Say which model to train") as error:
+        parse_arguments((), ["--config", "tiny", "--output_dir", str(tmp_path)])
+    for model_type in ZOO_MODEL_TYPES:
+        presets = "|".join(config_class_for(model_type).preset_names)
+        assert f"{model_type} --config {presets}" in str(error.value)
 
 
 def test_lora_implies_frozen_batch_norm():
@@ -83,17 +121,21 @@ def test_frozen_batch_norm_uses_and_keeps_running_statistics_in_train_mode():
 
 def test_parse_arguments_applies_script_defaults_and_reads_a_json_file(tmp_path):
     model_args, data_args, training_args = parse_arguments(
-        (), ["--config", "tiny", "--output_dir", str(tmp_path)], learning_rate=5e-4, num_train_epochs=5
+        (), ["--model_type", "medvill", "--config", "tiny", "--output_dir", str(tmp_path)], learning_rate=5e-4,
+        num_train_epochs=5,
     )
     assert (model_args.config, data_args.dataset, training_args.learning_rate) == ("tiny", "demo", 5e-4)
     assert training_args.num_train_epochs == 5 and not training_args.remove_unused_columns
     assert training_args.use_cpu == (not torch.accelerator.is_available())
     path = tmp_path / "args.json"
-    path.write_text(json.dumps({"config": "tiny", "output_dir": str(tmp_path), "learning_rate": 1e-3}))
+    path.write_text(json.dumps(
+        {"model_type": "medvill", "config": "tiny", "output_dir": str(tmp_path), "learning_rate": 1e-3}
+    ))
     _, _, from_file = parse_arguments((), [str(path)], learning_rate=5e-4, num_train_epochs=5)
     assert (from_file.learning_rate, from_file.num_train_epochs) == (1e-3, 5)
     with pytest.raises(ValueError, match="remove_unused_columns"):
-        parse_arguments((), ["--config", "tiny", "--output_dir", str(tmp_path), "--remove_unused_columns", "true"])
+        parse_arguments((), ["--model_type", "medvill", "--config", "tiny", "--output_dir", str(tmp_path),
+                             "--remove_unused_columns", "true"])
 
 
 def test_dataset_selection_errors_name_the_choices_and_splits_follow_the_phases(tmp_path):
@@ -105,7 +147,9 @@ def test_dataset_selection_errors_name_the_choices_and_splits_follow_the_phases(
     data_args = DataArguments(max_train_samples=5, max_eval_samples=3)
     dataset_dict = load_task_dataset(data_args, "vqa")
     assert (len(dataset_dict["train"]), len(dataset_dict["test"])) == (5, 3)
-    _, _, training_args = parse_arguments((), ["--config", "tiny", "--output_dir", str(tmp_path), "--do_train", "--do_eval"])
+    _, _, training_args = parse_arguments(
+        (), ["--model_type", "medvill", "--config", "tiny", "--output_dir", str(tmp_path), "--do_train", "--do_eval"]
+    )
     splits, names = run_splits(dataset_dict, data_args, training_args)
     assert names == {"train": "train", "eval": "test"} and len(splits["eval"]) == 3
     with pytest.raises(ValueError, match="no 'validation' split"):
@@ -114,23 +158,24 @@ def test_dataset_selection_errors_name_the_choices_and_splits_follow_the_phases(
 
 def test_answer_vocabulary_comes_from_the_right_source(tmp_path):
     dataset_dict = load_demo(num_train=12, num_test=2)
-    scratch = ModelArguments(config="tiny")
+    from_scratch = scratch("tiny")
     config = MedViLLConfig.from_preset("tiny")
-    assert resolve_answers(config, scratch, DataArguments(), VQAArguments(), dataset_dict) == demo_answers()
+    assert resolve_answers(config, from_scratch, DataArguments(), VQAArguments(), dataset_dict) == demo_answers()
 
     listed = tmp_path / "answers.json"
     listed.write_text(json.dumps(["yes", "no", 3]))
-    assert resolve_answers(config, scratch, DataArguments(), VQAArguments(answer_list=str(listed)), dataset_dict) == [
+    assert resolve_answers(config, from_scratch, DataArguments(), VQAArguments(answer_list=str(listed)),
+                           dataset_dict) == [
         "yes", "no", "3",
     ]
     rad = tmp_path / "vqa_rad"
     rad.mkdir()
     (rad / "answer_all_list.json").write_text(json.dumps(["no", "yes", "axial"]))
     rad_args = DataArguments(dataset="vqa_rad", data_dir=str(rad))
-    assert resolve_answers(config, scratch, rad_args, VQAArguments(), dataset_dict) == ["no", "yes", "axial"]
+    assert resolve_answers(config, from_scratch, rad_args, VQAArguments(), dataset_dict) == ["no", "yes", "axial"]
     pathvqa = DataArguments(dataset="pathvqa", data_dir=str(tmp_path))
     train_answers = dataset_dict["train"]["answer"]
-    frequent = resolve_answers(config, scratch, pathvqa, VQAArguments(min_answer_count=2), dataset_dict)
+    frequent = resolve_answers(config, from_scratch, pathvqa, VQAArguments(min_answer_count=2), dataset_dict)
     assert frequent and all(train_answers.count(answer) >= 2 for answer in frequent)
 
     trained = MedViLLConfig.from_preset("tiny")
@@ -139,7 +184,7 @@ def test_answer_vocabulary_comes_from_the_right_source(tmp_path):
     assert resolve_answers(trained, checkpoint, rad_args, VQAArguments(), dataset_dict) == ["left", "right"]
     assert not answer_head_is_new(checkpoint, trained, ["left", "right"])
     assert answer_head_is_new(checkpoint, trained, ["no", "yes", "axial"])
-    assert answer_head_is_new(scratch, config, demo_answers())
+    assert answer_head_is_new(from_scratch, config, demo_answers())
 
 
 def test_new_answer_classifier_starts_at_the_uniform_prior():
@@ -147,3 +192,80 @@ def test_new_answer_classifier_starts_at_the_uniform_prior():
     model = MedViLLForVQA(config)
     start_answer_logits_at_uniform_prior(model)
     torch.testing.assert_close(torch.sigmoid(model.answer_classifier[2].bias), torch.full((458,), 1 / 458))
+
+
+def imported_objects(path, package):
+    """(name, object) for every name `path` imports, relative imports resolved against `package`."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, importlib.import_module(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            module = importlib.import_module("." * node.level + (node.module or ""), package if node.level else None)
+            for alias in node.names:
+                target = getattr(module, alias.name, None)
+                if target is None:  # a submodule
+                    target = importlib.import_module(f"{module.__name__}.{alias.name}")
+                yield f"{module.__name__}.{alias.name}", target
+
+
+def test_training_code_and_examples_import_no_model_folder():
+    """medvlp_hf.training and the example scripts find a model's facts through the Auto classes and the model's
+    own attributes (presets, default processor, LoRA targets, new head modules), so a new zoo model needs no edit
+    there: neither a medvlp_hf.models module nor a class defined in one is imported."""
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
+    sources = [(path, "medvlp_hf.training") for path in sorted((REPO_ROOT / "medvlp_hf" / "training").glob("*.py"))]
+    sources += [(path, None) for path in sorted(EXAMPLES.glob("*.py"))]
+    assert len(sources) > 15
+    for path, package in sources:
+        for name, target in imported_objects(path, package):
+            defined_in = target.__name__ if inspect.ismodule(target) else getattr(target, "__module__", "") or ""
+            assert not defined_in.startswith("medvlp_hf.models"), f"{path.name} imports {name} ({defined_in})"
+
+
+def test_majority_baseline_gives_each_answer_type_its_most_common_known_training_answer():
+    answers = ["no", "yes", "left", "right"]
+    train = Dataset.from_dict({
+        "answer": ["yes", "yes", "no", "yes", "no", "left", "right", "right", "tumour", "tumour", "tumour"],
+        "answer_type": ["CLOSED"] * 5 + ["OPEN "] * 6,  # VQA-RAD writes "OPEN " with a space
+    })
+    baseline = majority_answers(train, answers)
+    # "tumour" is the most common open answer but the classifier cannot give it
+    assert baseline == {"CLOSED": answers.index("yes"), "OPEN": answers.index("right")}
+    tie = Dataset.from_dict({"answer": ["yes", "no", "left"], "answer_type": ["CLOSED", "CLOSED", "CLOSED"]})
+    assert majority_answers(tie, answers) == {"CLOSED": 0, "OPEN": 0}  # tie: lower id; no open answer: overall
+    assert majority_answers(Dataset.from_dict({"answer": ["x"], "answer_type": ["OPEN"]}), answers) == {}
+
+    evaluated = Dataset.from_dict({"answer_type": ["CLOSED", "CLOSED", "OPEN", "OPEN", "OPEN"]})
+    targets = np.zeros((5, 4))
+    for row, answer in enumerate(["yes", "no", "right", "left", "right"]):
+        targets[row, answers.index(answer)] = 1.0
+    logits = np.eye(4)[[1, 1, 2, 2, 2]]  # yes, yes, left, left, left
+    metrics = vqa_metrics(evaluated, baseline)(EvalPrediction(predictions=logits, label_ids=targets))
+    assert (metrics["closed_accuracy"], metrics["open_accuracy"], metrics["overall_accuracy"]) == (0.5, 1 / 3, 0.4)
+    assert metrics["baseline_closed_accuracy"] == 0.5 and metrics["baseline_open_accuracy"] == pytest.approx(2 / 3)
+    assert metrics["baseline_overall_accuracy"] == pytest.approx(3 / 5)
+    assert "baseline_closed_accuracy" not in vqa_metrics(evaluated)(EvalPrediction(predictions=logits, label_ids=targets))
+
+
+@pytest.mark.parametrize("script", ["vqa", "classification", "pretraining", "report_generation", "retrieval"])
+def test_help_shows_the_description_and_the_options_a_run_needs_first(script, capsys):
+    module = example(script)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    assert exit_info.value.code in (0, None)
+    short = capsys.readouterr().out
+    assert short.index(module.__doc__.strip().splitlines()[0]) < short.index("model (medvlp-hf):")
+    assert "Datasets:" in short and "demo" in short
+    sections = [short.index(title) for title in ("model (medvlp-hf):", "data (medvlp-hf):", "training (transformers")]
+    assert sections == sorted(sections)
+    assert "--model_type" in short and "medvill --config base|small|tiny" in short
+    assert f"--learning_rate LEARNING_RATE The initial learning rate for the optimizer. (default: " \
+           f"{module.DEFAULTS['learning_rate']})" in " ".join(short.split())
+    assert "--lr_scheduler_type" not in short and "--help-all lists them" in short
+    with pytest.raises(SystemExit):
+        module.main(["--help-all"])
+    full = capsys.readouterr().out
+    assert "--lr_scheduler_type" in full and "--ddp_backend" in full
+    assert len(short.splitlines()) < len(full.splitlines()) / 2

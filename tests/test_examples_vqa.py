@@ -1,6 +1,7 @@
 """examples/run_vqa.py end to end on a few synthetic demo rows with the tiny MedViLL preset."""
 
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -50,6 +51,13 @@ def test_train_eval_predict_writes_metrics_predictions_and_a_reloadable_model(tm
     assert results["eval_closed_accuracy"] == pytest.approx(sum(closed) / len(closed))
     assert results["eval_open_accuracy"] == pytest.approx(sum(open_) / len(open_))
     assert all(row["score"] == float(row["prediction"] == row["answer"]) for row in rows)
+    # the baseline: the most common answer of each answer type among the 16 training questions, on the 8 evaluated
+    train = load_demo(num_train=16, num_test=0)["train"]
+    for answer_type, kind in (("CLOSED", "closed"), ("OPEN", "open")):
+        counts = Counter(a for a, t in zip(train["answer"], train["answer_type"]) if t == answer_type)
+        majority = min(counts, key=lambda answer: (-counts[answer], demo_answers().index(answer)))
+        expected = [row["answer"] == majority for row in rows if row["answer_type"] == answer_type]
+        assert results[f"eval_baseline_{kind}_accuracy"] == pytest.approx(sum(expected) / len(expected)), kind
 
     model, logits = reload_logits(out, eval_rows(8))
     assert [model.config.id2label[i] for i in range(model.config.num_labels)] == demo_answers()

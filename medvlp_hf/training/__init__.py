@@ -5,7 +5,7 @@ from .arguments import DataArguments, ModelArguments, parse_arguments
 from .batch_norm import freeze_batch_norm_statistics
 from .callbacks import MomentumUpdateCallback
 from .datasets import DATASETS, load_task_dataset, run_splits, text_column
-from .lora import LORA_TARGET_MODULES, LORA_TRAINED_HEADS, apply_lora, save_lora_result
+from .lora import apply_lora, fully_trained_head_modules, lora_target_modules, save_lora_result
 from .modeling import build_model, build_processor, load_config, parse_config_overrides
 from .publishing import card_results, publish, take_push_to_hub
 from .runner import (
@@ -15,8 +15,6 @@ from .trainer import ImageToTextTrainer, MedVLPTrainer
 
 __all__ = [
     "DATASETS",
-    "LORA_TARGET_MODULES",
-    "LORA_TRAINED_HEADS",
     "DataArguments",
     "ImageToTextTrainer",
     "MedVLPTrainer",
@@ -28,8 +26,10 @@ __all__ = [
     "build_trainable_model",
     "card_results",
     "freeze_batch_norm_statistics",
+    "fully_trained_head_modules",
     "load_config",
     "load_task_dataset",
+    "lora_target_modules",
     "parse_arguments",
     "parse_config_overrides",
     "publish",

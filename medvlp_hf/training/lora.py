@@ -1,41 +1,47 @@
 """LoRA fine-tuning (PEFT) of the zoo's models: which layers get adapters, which heads train fully, and how
-the result is saved (adapter, optionally merged into a plain checkpoint)."""
+the result is saved (adapter, optionally merged into a plain checkpoint).
+
+The model says both: `model.lora_target_modules` (the Linear layers that get adapters) and
+`model.new_head_modules` (the head's own modules, trained in full). Only PEFT's own `get_peft_model` /
+`PeftModel` are used: transformers' `model.add_adapter` integration asks for a newer PEFT than is released.
+"""
 
 from pathlib import Path
 
 from peft import LoraConfig, get_peft_model
 
-# model_type -> the Linear layers that get LoRA adapters: the joint encoder's attention query and value
-# projections (module names `encoder.layers.{i}.attention.query|value`), as in the LoRA paper.
-LORA_TARGET_MODULES = {"medvill": ("query", "value")}
-
-# head class -> task heads that are newly initialised on a pre-trained encoder and therefore train in full
-# (PEFT `modules_to_save`; they are saved with the adapter). Tied vocabulary heads stay frozen.
-LORA_TRAINED_HEADS = {
-    "MedViLLForVQA": ("answer_classifier",),
-    "MedViLLForImageTextClassification": ("classifier",),
-    "MedViLLForRetrieval": ("itm_head",),
-    "MedViLLForPreTraining": ("itm_head",),
-    "MedViLLForReportGeneration": (),
-}
-
 ADAPTER_SUBFOLDER = "adapter"
 
 
-def lora_config_for(model, model_args) -> LoraConfig:
+def lora_target_modules(model, model_args) -> list[str]:
+    """--lora_target_modules, else the model's own `lora_target_modules`."""
     if model_args.lora_target_modules:
-        targets = [name.strip() for name in model_args.lora_target_modules.split(",") if name.strip()]
-    elif model.config.model_type in LORA_TARGET_MODULES:
-        targets = list(LORA_TARGET_MODULES[model.config.model_type])
-    else:
-        raise ValueError(f"no default LoRA target modules for model_type {model.config.model_type!r}; pass "
-                         "--lora_target_modules.")
+        return [name.strip() for name in model_args.lora_target_modules.split(",") if name.strip()]
+    targets = getattr(model, "lora_target_modules", None)
+    if not targets:
+        raise ValueError(f"{type(model).__name__} names no default LoRA target modules (`lora_target_modules`); "
+                         "pass --lora_target_modules, e.g. 'query,value'.")
+    return list(targets)
+
+
+def fully_trained_head_modules(model) -> list[str]:
+    """The head modules trained in full next to the adapters (PEFT `modules_to_save`, saved with the adapter): the
+    model's `new_head_modules`, less those holding a tied weight. A vocabulary head tied to the word embeddings
+    stays frozen and tied: a trained copy would untie it from the embeddings it decodes into."""
+    tied = {name for pair in model.all_tied_weights_keys.items() for name in pair}
+    return [
+        module for module in getattr(model, "new_head_modules", ())
+        if not any(name.startswith(f"{module}.") for name in tied)
+    ]
+
+
+def lora_config_for(model, model_args) -> LoraConfig:
     return LoraConfig(
         r=model_args.lora_r,
         lora_alpha=model_args.lora_alpha,
         lora_dropout=model_args.lora_dropout,
-        target_modules=targets,
-        modules_to_save=list(LORA_TRAINED_HEADS.get(type(model).__name__, ())),
+        target_modules=lora_target_modules(model, model_args),
+        modules_to_save=fully_trained_head_modules(model),
     )
 
 

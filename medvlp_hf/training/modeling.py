@@ -6,22 +6,7 @@ import re
 
 from transformers import AutoConfig, AutoProcessor
 
-from ..models.medvill import MedViLLConfig
-from ..models.medvill.processing_medvill import MedViLLProcessor
-from ..resources import bert_base_uncased_vocab_file
-
-
-def _medvill_processor(config):
-    return MedViLLProcessor.from_vocab_file(bert_base_uncased_vocab_file(), image_size=config.image_size)
-
-
-# model_type -> (config class with `from_preset`, default processor for a config) for training from scratch
-SCRATCH_MODELS = {"medvill": (MedViLLConfig, _medvill_processor)}
-# Presets trained from scratch on a CPU get initializer_range = hidden_size ** -0.5 unless --config_overrides
-# sets it. BERT's 0.02 is tuned to 768-wide layers; in the 32/256-wide presets it leaves every example's pooled
-# features almost equal at initialisation (measured on the demo set: `small` stays at the answer prior for 30+
-# steps with 0.02 and fits the batch within 30 steps with 0.0625). `base` keeps the paper's 0.02.
-WIDTH_SCALED_INIT_PRESETS = ("tiny", "small")
+from ..auto import config_class_for, default_processor
 
 _TOP_LEVEL_COMMA = re.compile(r",(?![^\[\]{}]*[\]}])")
 _TRUE, _FALSE = ("true", "1", "yes", "y"), ("false", "0", "no", "n")
@@ -64,14 +49,8 @@ def _typed_value(key, raw, current):
 def load_config(model_args):
     """The run's config: the checkpoint's or the preset's, with --config_overrides applied (and validated)."""
     if model_args.model_name_or_path is None:
-        if model_args.model_type not in SCRATCH_MODELS:
-            raise ValueError(f"--model_type {model_args.model_type!r} cannot be trained from scratch here; "
-                             f"choose one of {sorted(SCRATCH_MODELS)}.")
-        config_class = SCRATCH_MODELS[model_args.model_type][0]
-        preset = config_class.from_preset(model_args.config)
-        overrides = parse_config_overrides(model_args.config_overrides, preset)
-        if model_args.config in WIDTH_SCALED_INIT_PRESETS:
-            overrides.setdefault("initializer_range", preset.hidden_size ** -0.5)
+        config_class = config_class_for(model_args.model_type)
+        overrides = parse_config_overrides(model_args.config_overrides, config_class.from_preset(model_args.config))
         return config_class.from_preset(model_args.config, **overrides)
     config = AutoConfig.from_pretrained(
         model_args.model_name_or_path,
@@ -102,7 +81,7 @@ def build_processor(model_args, config):
     """The checkpoint's processor (or --processor_name_or_path), else the model family's default processor."""
     source = model_args.processor_name_or_path or model_args.model_name_or_path
     if source is None:
-        return SCRATCH_MODELS[model_args.model_type][1](config)
+        return default_processor(config)
     try:
         processor = AutoProcessor.from_pretrained(
             source,

@@ -22,24 +22,31 @@ _RESUME_FROM_LAST = ("true", "last")
 
 
 def setup_logging(training_args):
-    """Log to stdout: info on the main process, warnings only on the others (TrainingArguments' log levels)."""
+    """Log to stdout. The main process shows the run's own messages (the results and where they are written) and
+    the warnings of transformers and datasets, without transformers' progress bars for writing and reading weight
+    files; `--log_level info` (or `debug`) shows everything transformers reports too. Other processes log
+    warnings only (`--log_level_replica`)."""
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
         datefmt="%m/%d/%Y %H:%M:%S",
         handlers=[logging.StreamHandler(sys.stdout)],
     )
-    if training_args.should_log:
-        transformers.utils.logging.set_verbosity_info()
     log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
+    passive = training_args.should_log and training_args.log_level == "passive"
+    logger.setLevel(min(log_level, logging.INFO) if passive else log_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.enable_default_handler()
     transformers.utils.logging.enable_explicit_format()
-    logger.warning(
+    transformers.utils.logging.set_tqdm_hook(None if log_level <= logging.INFO else _without_progress_bar)
+    logger.info(
         f"Process rank: {training_args.process_index} of {training_args.world_size}, device: {training_args.device}, "
         f"bf16: {training_args.bf16}"
     )
+
+
+def _without_progress_bar(factory, args, kwargs):
+    return factory(*args, **{**kwargs, "disable": True})
 
 
 def resume_checkpoint(training_args):
@@ -112,18 +119,26 @@ def write_jsonl(path, rows):
 
 
 def run_phases(trainer, processor, model_args, data_args, splits, split_names, evaluate, card_metrics=(), push=False,
-               command=None):
+               command=None, summary=None):
     """--do_train, --do_eval, --do_predict and --push_to_hub in that order; returns every metric.
 
     evaluate(dataset, prefix) scores one split and saves `<prefix>_results.json` (see `trainer_evaluator`);
-    card_metrics names the evaluation metrics (without prefix) that go into the model card."""
+    card_metrics names the evaluation metrics (without prefix) that go into the model card; summary(metrics,
+    prefix, split) gives lines that explain an evaluated split's results in the log. The log ends with what the run
+    wrote where."""
     metrics = {}
     if "train" in splits:
         metrics.update(train_and_save(trainer, processor, model_args, splits["train"]))
     for phase in ("eval", "predict"):
         if phase in splits:
             metrics.update(evaluate(splits[phase], phase))
+            if summary is not None and trainer.is_world_process_zero():
+                logger.info(summary(metrics, phase, split_names[phase]))
     if push:
         results = card_results(metrics, "eval", split_names["eval"], data_args.dataset, card_metrics) if "eval" in splits else []
         publish(trainer, processor, model_args, data_args, results, command)
+    written = ["the trained model (a LoRA adapter with --lora) and its processor"] if "train" in splits else []
+    written += [f"{phase}_results.json and {phase}_predictions.jsonl" for phase in ("eval", "predict") if phase in splits]
+    if written and trainer.is_world_process_zero():
+        logger.info(f"Written to {trainer.args.output_dir}: {', '.join(written)}.")
     return metrics

@@ -4,14 +4,15 @@ arg-max answer, split by answer type (closed = yes/no style, open = the rest).""
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..data import answer_vocabulary, demo_answers
-from ..metrics.vqa import vqa_soft_score
+from ..data import answer_vocabulary, build_label2id, demo_answers, normalize_answer
+from ..metrics.vqa import CLOSED, OPEN, normalize_answer_types, vqa_soft_score
 
 # MEVF's VQA-RAD answer list (train + test answers, 458), which MedViLL's classifier predicts over.
 VQA_RAD_ANSWER_LIST = "answer_all_list.json"
@@ -91,21 +92,75 @@ def set_answers(config, answers):
     config.label2id = {answer: index for index, answer in enumerate(answers)}
 
 
-def vqa_metrics(dataset):
-    """compute_metrics for `dataset` (in order): soft-score accuracy overall and per answer type."""
+def majority_answers(train_dataset, answers) -> dict:
+    """{answer type: label id of the most common training answer of that type}, counting only the answers the
+    classifier can give (`answers`, the run's vocabulary). These are the answers of a model that ignores the image
+    and reads only whether the question is closed or open: the baseline a trained model has to beat. Ties go to
+    the lower label id; a type without a known training answer gets the most common one of any type, and a training
+    set without any known answer gives {} (no baseline)."""
+    label2id = build_label2id(answers)
+    types = normalize_answer_types(train_dataset["answer_type"], len(train_dataset))
+    counts = {CLOSED: Counter(), OPEN: Counter()}
+    for answer, answer_type in zip(train_dataset["answer"], types):
+        label = label2id.get(normalize_answer(answer))
+        if label is not None:
+            counts[answer_type][label] += 1
+    overall = counts[CLOSED] + counts[OPEN]
+    if not overall:
+        return {}
+    return {answer_type: _most_common(counts[answer_type] or overall) for answer_type in counts}
+
+
+def _most_common(counts):
+    return min(counts, key=lambda label: (-counts[label], label))
+
+
+def vqa_metrics(dataset, baseline=None):
+    """compute_metrics for `dataset` (in order): soft-score accuracy overall and per answer type, and with
+    `baseline` ({answer type: label id}, see `majority_answers`) the accuracies of always giving that answer
+    (`baseline_closed_accuracy`, `baseline_open_accuracy`, `baseline_overall_accuracy`) on the same targets."""
     answer_types = list(dataset["answer_type"])
 
     def compute_metrics(prediction):
-        scores = vqa_soft_score(prediction.predictions, prediction.label_ids, answer_types)
-        return {
-            "overall_accuracy": scores["accuracy"],
-            "closed_accuracy": scores["closed_accuracy"],
-            "open_accuracy": scores["open_accuracy"],
-            "closed_count": scores["closed_count"],
-            "open_count": scores["open_count"],
-        }
+        metrics = _accuracies(prediction.predictions, prediction.label_ids, answer_types)
+        if baseline:
+            always = np.zeros(prediction.label_ids.shape)
+            for row, answer_type in enumerate(normalize_answer_types(answer_types, len(answer_types))):
+                always[row, baseline[answer_type]] = 1.0
+            baseline_metrics = _accuracies(always, prediction.label_ids, answer_types)
+            metrics.update({f"baseline_{name}": value for name, value in baseline_metrics.items()
+                            if name.endswith("accuracy")})
+        return metrics
 
     return compute_metrics
+
+
+def accuracy_summary(metrics, prefix, split, baseline, id2label) -> str:
+    """The run's VQA accuracies for the log, each beside the majority baseline's (when there is one)."""
+    header = f"VQA accuracy on {metrics[f'{prefix}_samples']} {split} questions (share answered right)"
+    if baseline:
+        header += (", next to a baseline that ignores the image and always gives the most common training answer of "
+                   "the question's type")
+    lines = [header + ":"]
+    for kind, answer_type in (("closed", CLOSED), ("open", OPEN), ("overall", None)):
+        line = f"  {kind:<8}{metrics[f'{prefix}_{kind}_accuracy']:.3f}"
+        if baseline:
+            line += f"   baseline {metrics[f'{prefix}_baseline_{kind}_accuracy']:.3f}"
+            if answer_type is not None:
+                line += f" (always {id2label[baseline[answer_type]]!r})"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _accuracies(logits, targets, answer_types):
+    scores = vqa_soft_score(logits, targets, answer_types)
+    return {
+        "overall_accuracy": scores["accuracy"],
+        "closed_accuracy": scores["closed_accuracy"],
+        "open_accuracy": scores["open_accuracy"],
+        "closed_count": scores["closed_count"],
+        "open_count": scores["open_count"],
+    }
 
 
 def vqa_prediction_rows(id2label):

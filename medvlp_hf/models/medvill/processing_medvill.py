@@ -69,7 +69,7 @@ class MedViLLProcessor(ProcessorMixin):
     def from_vocab_file(cls, vocab_file, image_size=512, max_length=DEFAULT_TEXT_MAX_LENGTH, **image_processor_kwargs):
         """The default MedViLL processor built offline from a bert-base-uncased `vocab.txt` (one token per line)."""
         tokenizer = load_wordpiece_tokenizer(vocab_file)
-        image_processor = MedViLLImageProcessor(size=image_size, **image_processor_kwargs)
+        image_processor = MedViLLImageProcessor(size={"height": image_size, "width": image_size}, **image_processor_kwargs)
         return cls(image_processor=image_processor, tokenizer=tokenizer, max_length=max_length)
 
     @property

@@ -94,6 +94,8 @@ class MISSImageProcessor(PilBackend):
         to `size` (480 in `train_rad.py`/`train_slake.py`, 224 in `pretrain.py`), no normalisation, values divided
         by 255 twice (in [0, 1/255])."""
         released = {"resample": PILImageResampling.BILINEAR, "do_normalize": False, "rescale_twice_as_released": True}
+        if isinstance(size, int):
+            size = {"height": size, "width": size}
         return cls(size=size, **{**released, **kwargs})
 
     def _validate_preprocess_kwargs(self, **kwargs):

@@ -102,7 +102,7 @@ class MISSProcessor(ProcessorMixin):
         and `[ENC]` added as the original's `init_tokenizer` does."""
         tokenizer = load_wordpiece_tokenizer(vocab_file)
         tokenizer.add_special_tokens({"bos_token": DEC_TOKEN, "additional_special_tokens": [ENC_TOKEN]})
-        image_processor = MISSImageProcessor(size=image_size, **image_processor_kwargs)
+        image_processor = MISSImageProcessor(size={"height": image_size, "width": image_size}, **image_processor_kwargs)
         return cls(image_processor=image_processor, tokenizer=tokenizer)
 
     def check_model_config(self, config) -> None:
