@@ -36,6 +36,17 @@ def test_floats_pass_within_atol_plus_rtol_and_integers_must_be_identical():
     assert not shape["passed"] and shape["note"] == "shape (3,) instead of (2,)"
 
 
+def test_infinities_must_sit_where_the_reference_has_them():
+    """As torch.testing.assert_close: equal infinities pass (scores of candidates outside a top k), the difference is
+    measured over the finite entries."""
+    expected = torch.tensor([-float("inf"), -2.0, float("inf")])
+    result = parity.compare(torch.tensor([-float("inf"), -2.00005, float("inf")]), expected, TOLERANCE)
+    assert result["passed"] and result["max_abs_diff"] == pytest.approx(5e-5, rel=1e-2)  # float32 rounding
+    assert not parity.compare(torch.tensor([-1e30, -2.0, float("inf")]), expected, TOLERANCE)["passed"]
+    assert not parity.compare(torch.tensor([-float("inf"), -float("inf"), float("inf")]), expected, TOLERANCE)["passed"]
+    assert not parity.compare(torch.tensor([float("inf"), -2.0, float("inf")]), expected, TOLERANCE)["passed"]
+
+
 class Toy(nn.Module):
     """forward returns a ModelOutput; `steps` returns a tuple whose first item is a tuple of per-step tensors."""
 
@@ -67,6 +78,23 @@ def test_cases_run_methods_fields_and_tuple_stacking():
     assert outputs["gen.steps.top5"].shape == (2, 3, 4)  # 3 steps stacked on dim 1; top-5 of 4 values keeps 4
     assert outputs["gen.steps.top5"].dtype == torch.float32  # reductions work in float32
     assert record.tensors["expected.fwd.logits.full"].dtype == torch.float64  # inputs were cast to the model's dtype
+
+
+def test_prepare_methods_run_before_the_case_and_round_trip(tmp_path):
+    """A case's `prepare` methods run (without arguments, in order) before it: the original's forward may start with
+    a state update (MISS's momentum encoders) that the model does in a method of its own."""
+    model = Toy()
+    model.shift = lambda: model.linear.bias.add_(1.0)
+    case = ParityCase("fwd", "forward", {"x": "x"}, {"logits": {"field": "logits", "reduce": ["full"]}},
+                      prepare=["shift"])
+    x = torch.randn(2, 3)
+    expected = model.linear(x).detach() + 1.0
+    torch.testing.assert_close(parity.run_case(model, case, {"inputs.x": x})["fwd.logits.full"], expected)
+    record = ParityRecord("toy", "Toy", [case], {"inputs.x": x, "expected.fwd.logits.full": expected + 1.0},
+                          {"implementation": "original"})
+    parity.write_record(record, tmp_path)
+    assert parity.read_record(tmp_path).cases[0].prepare == ["shift"]
+    assert all(result["passed"] for result in parity.check_record(model, parity.read_record(tmp_path)).values())
 
 
 def test_status_follows_the_reference_and_the_results():

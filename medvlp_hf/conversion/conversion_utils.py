@@ -188,6 +188,16 @@ def check_key_table(state_dict, table, description, hint=""):
                               "(one module registered twice in the original model) but differ.")
 
 
+def check_position_ids(state_dict, table):
+    """Every `position_ids` buffer of the table that the checkpoint holds counts 0..n-1, as the original registers it:
+    the converted model computes its positions itself, so other values would silently change the numbers."""
+    wrong = [e.original for e in table if e.original.endswith("position_ids") and e.original in state_dict
+             and not torch.equal(state_dict[e.original].flatten(), torch.arange(state_dict[e.original].numel()))]
+    if wrong:
+        raise CheckpointError(f"{wrong} should count 0, 1, 2, ... (the position ids the original model registers) but "
+                              "hold other values; the checkpoint was edited or is not an original one.")
+
+
 def tied_entries_match(state_dict, table) -> bool:
     """Whether every `tied` tensor equals its source (then the converted model ties them too)."""
     return all(torch.equal(state_dict[e.original], state_dict[e.source]) for e in table if e.role == "tied")
@@ -350,3 +360,37 @@ def render_conversion_card(model_type, record, repo_id=None):
     provenance = {key: record.conversion[key] for key in ("source_checkpoint", "script", "command")}
     return render_model_card(model_type, architecture=record.architecture, datasets=record.conversion["datasets"],
                              repo_id=repo_id, conversion={**provenance, **card_parity_fields(record)})
+
+
+def add_output_arguments(parser, harness):
+    """The command-line options every converter has for what it writes: --out, --reference (a record the parity
+    harness `conversion/parity/<harness>` made), --overwrite, --push_to_hub, --dataset, --no_card."""
+    parser.add_argument("--out", required=True, help="output folder (model, processor, parity record, README.md)")
+    parser.add_argument("--reference", metavar="RECORD_DIR",
+                        help=f"parity record the harness (conversion/parity/{harness}) made on this checkpoint with the "
+                             "authors' code; the conversion fails unless the model reproduces it")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--push_to_hub", metavar="REPO", help="also upload the folder to this Hub repository")
+    parser.add_argument("--dataset", help="training data named on the model card (default per head)")
+    parser.add_argument("--no_card", action="store_true", help="do not write README.md")
+
+
+def finish_conversion(folder, record, processor, provenance, card=True, repo_id=None):
+    """Write what a converted folder holds besides the weights: the processor, the parity record with the conversion's
+    `provenance` (source_checkpoint, script, command, datasets) and, with `card`, the model card."""
+    from medvlp_hf.hub import save_model_card
+
+    from .parity import write_record
+
+    record.conversion = provenance
+    processor.save_pretrained(folder)
+    write_record(record, folder)
+    if card:
+        save_model_card(render_conversion_card(record.model_type, record, repo_id), folder)
+
+
+def conversion_provenance(checkpoint, checkpoint_sha256, original, script, command, datasets) -> dict:
+    """How a folder was made, as its record and card show it: the source file with its hash and the original
+    repository@commit (`original`), the converter script, the exact command, the training datasets."""
+    return {"source_checkpoint": f"{Path(checkpoint).name} (sha256 {checkpoint_sha256[:16]}…, {original})",
+            "script": script, "command": command, "datasets": list(datasets)}

@@ -417,23 +417,7 @@ def parity_record(model, kind, reference_dir, checkpoint_sha256):
         record.config = parity_config_fields(kind, model.config)
         record.reference["note"] = PARITY_VERIFIED_BY_TESTS
         return record
-    record = parity.read_record(reference_dir)
-    made_on = record.reference.get("checkpoint_sha256")
-    if made_on and made_on != checkpoint_sha256:
-        raise parity.ParityRecordError(
-            f"the parity reference {reference_dir} was made on a checkpoint with sha256 {made_on[:16]}…, not on this "
-            f"one ({checkpoint_sha256[:16]}…); run the harness on the file you convert.")
-    if record.architecture != type(model).__name__:
-        raise parity.ParityRecordError(f"the parity reference {reference_dir} is for {record.architecture}, but --kind "
-                                       f"{kind} converts to {type(model).__name__}.")
-    results = parity.check_record(model, record)
-    failed = parity.failures(results)
-    if failed:
-        raise parity.ParityMismatchError(f"the converted model does not reproduce the original implementation's outputs in "
-                           f"{reference_dir} (rtol {record.tolerance['rtol']:g}, atol {record.tolerance['atol']:g}): "
-                           f"{failed}. Nothing was saved.")
-    record.reference.update(name=Path(reference_dir).name, sha256=parity.record_sha256(reference_dir))
-    return record
+    return parity.reference_record(model, reference_dir, checkpoint_sha256, f"--kind {kind}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -463,14 +447,8 @@ def build_parser(prog=None):
         description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 2)[2])
     parser.add_argument("--checkpoint", required=True, help="original weights file or its directory")
     parser.add_argument("--kind", required=True, choices=KINDS, help="which original model wrote the checkpoint")
-    parser.add_argument("--out", required=True, help="output folder (model, processor, parity record, README.md)")
     parser.add_argument("--config", help="the original BERT config.json (default: the one in the checkpoint "
                                          "directory, else BERT-base)")
-    parser.add_argument("--reference", metavar="RECORD_DIR",
-                        help="parity record the harness (conversion/parity/medvill) made on this checkpoint with the "
-                             "authors' code; the conversion fails unless the model reproduces it")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    parser.add_argument("--push_to_hub", metavar="REPO", help="also upload the folder to this Hub repository")
     parser.add_argument("--image_size", type=int, default=512, help="input resolution the model was trained at")
     parser.add_argument("--num_pretraining_image_tokens", type=int,
                         help="grid cells sampled per pre-training forward (default min(180, grid cells))")
@@ -481,14 +459,13 @@ def build_parser(prog=None):
                                               "original cache/trainval_label2ans.pkl list, written as JSON)")
     parser.add_argument("--tokenizer_dir", help="folder with the WordPiece vocab.txt (default: the bundled "
                                                 "bert-base-uncased)")
-    parser.add_argument("--dataset", help="training data named on the model card (default per kind)")
-    parser.add_argument("--no_card", action="store_true", help="do not write README.md")
+    utils.add_output_arguments(parser, "medvill")
     return parser
 
 
 def main(argv=None, prog=None):
     """Convert, check parity, and save; returns the output folder."""
-    from medvlp_hf.hub import push_to_hub, save_model_card
+    from medvlp_hf.hub import push_to_hub
 
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = prog or f"python {Path(sys.argv[0]).as_posix()}"
@@ -501,16 +478,12 @@ def main(argv=None, prog=None):
                                    args.num_pretraining_image_tokens, args.attention_mask_type, id2label)
         checkpoint_sha256 = utils.sha256_files(loaded.files)
         record = parity_record(model, args.kind, args.reference, checkpoint_sha256)
-        record.conversion = {
-            "source_checkpoint": f"{Path(args.checkpoint).name} (sha256 {checkpoint_sha256[:16]}…, "
-                                 f"{ORIGINAL_REPOSITORY}@{ORIGINAL_COMMIT})",
-            "script": SCRIPT, "command": shlex.join([*shlex.split(prog), *argv]),
-            "datasets": [args.dataset or DEFAULT_DATASETS[args.kind]]}
+        provenance = utils.conversion_provenance(
+            args.checkpoint, checkpoint_sha256, f"{ORIGINAL_REPOSITORY}@{ORIGINAL_COMMIT}", SCRIPT,
+            shlex.join([*shlex.split(prog), *argv]), [args.dataset or DEFAULT_DATASETS[args.kind]])
         model.save_pretrained(staging)
-        build_processor(model.config, args.tokenizer_dir).save_pretrained(staging)
-        parity.write_record(record, staging)
-        if not args.no_card:
-            save_model_card(utils.render_conversion_card(model.config.model_type, record, args.push_to_hub), staging)
+        utils.finish_conversion(staging, record, build_processor(model.config, args.tokenizer_dir), provenance,
+                                not args.no_card, args.push_to_hub)
     out = Path(args.out)
     if args.push_to_hub:
         push_to_hub(out, args.push_to_hub)

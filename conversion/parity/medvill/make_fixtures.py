@@ -25,7 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[2]
-sys.path[:0] = [str(HERE), str(REPO_ROOT)]
+sys.path[:0] = [str(HERE), str(HERE.parent), str(REPO_ROOT)]
 
 import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402

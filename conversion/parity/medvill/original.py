@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from shims import WordTokenizer, fixed_randperm, stub_module
+from shims import WordTokenizer, fixed_randperm
+from stand_ins import stub_module
 
 FAMILY_FOLDERS = {"pretraining": ".", "downstream": "downstream_task/report_generation_and_vqa",
                   "retrieval": "downstream_task/retrieval", "classification": "downstream_task/classification"}

@@ -18,12 +18,12 @@ process before their modules are imported (`install`).
 """
 
 import contextlib
-import importlib.machinery
-import sys
 import types
 
 import torch
 from torch import nn
+
+from stand_ins import define_torchvision_operator_schemas, stub_module
 
 
 def install(bert_config: dict, resnet: dict | None):
@@ -41,9 +41,7 @@ def prepare():
     torch.Tensor.cuda = lambda self, *args, **kwargs: self
     nn.Module.cuda = lambda self, *args, **kwargs: self
     _stub_modules()
-    library = torch.library.Library("torchvision", "FRAGMENT")
-    library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    library = define_torchvision_operator_schemas()
     prepare.library, prepare.done = library, True  # keep the schemas registered
 
 
@@ -51,14 +49,6 @@ def configure(bert_config: dict, resnet: dict | None):
     """The size-dependent patches (2's ResNet builders, 3)."""
     _patch_torchvision(resnet)
     _patch_transformers(bert_config)
-
-
-def stub_module(name, **attributes):
-    stub = types.ModuleType(name)
-    stub.__spec__ = importlib.machinery.ModuleSpec(name, loader=None)
-    stub.__dict__.update(attributes)
-    sys.modules[name] = stub
-    return stub
 
 
 def _stub_modules():

@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""Compare two MedViLL fixture folders tensor by tensor: integer tensors must be identical, floating ones within
-`torch.testing.assert_close(rtol=1e-5, atol=1e-4)`; meta.json files must be equal. Prints the largest difference
-of every file and exits non-zero on any mismatch.
+"""Compare two fixture folders of a parity harness (`conversion/parity/<model>/`) tensor by tensor: integer tensors must
+be identical, floating ones within `torch.testing.assert_close(rtol=1e-5, atol=1e-4)`; meta.json files must be equal.
+Prints the largest difference of every file and exits non-zero on any mismatch. Original-layout checkpoints an older
+fixture folder committed (`original_checkpoint.safetensors`, `head_weights.safetensors`) are inputs, not outputs, and
+are skipped.
 
-    python conversion/parity/medvill/compare_fixtures.py tests/fixtures/medvill /tmp/regenerated
+    python conversion/parity/compare_fixtures.py tests/fixtures/medvill /tmp/regenerated
 """
 
 import json
