@@ -779,6 +779,8 @@ class MISSPreTrainedModel(PreTrainedModel):
                 "untied (as the authors' fine-tuning does)."
             )
         check_missing_weights(model, missing, source)
+        for name in model.derived_state_modules:  # never trained: loading replaced the frozen momentum parameters
+            getattr(model, name).requires_grad_(False)
         return (model, loading_info) if output_loading_info else model
 
     def _restore_derived_state(self, missing: set) -> set:

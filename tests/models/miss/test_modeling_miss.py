@@ -335,6 +335,10 @@ def test_pretraining_from_a_base_checkpoint_copies_the_momentum_encoders(tmp_pat
     for name, online, shadow in model.momentum_parameter_pairs():
         assert torch.equal(shadow, online) and torch.equal(online, base.state_dict()[name]), name
     norms = model.feature_queue.image_queue.norm(dim=0)
+    build(MISSForPreTraining).save_pretrained(tmp_path / "pretraining")
+    for loaded in (model, MISSForPreTraining.from_pretrained(tmp_path / "pretraining")):
+        trainable = [name for name, _, shadow in loaded.momentum_parameter_pairs() if shadow.requires_grad]
+        assert not trainable, f"momentum copies must stay frozen after loading (DDP needs it): {trainable[:3]}"
     torch.testing.assert_close(norms, torch.ones_like(norms))
 
 
