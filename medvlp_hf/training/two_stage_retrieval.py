@@ -51,8 +51,12 @@ class TwoStageRetrievalModel(Protocol):
 
 
 def supports_two_stage_retrieval(model) -> bool:
-    """Whether `model` (or the model a wrapper such as PEFT's forwards to) implements `TwoStageRetrievalModel`."""
-    return isinstance(model, TwoStageRetrievalModel)
+    """Whether `model` (or the model a PEFT wrapper holds) implements `TwoStageRetrievalModel`."""
+    return isinstance(_unwrapped(model), TwoStageRetrievalModel)
+
+
+def _unwrapped(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 @dataclass
@@ -94,6 +98,7 @@ def two_stage_retrieval(model, images, input_ids, attention_mask=None, text_to_i
     Raises:
         TypeError: the model lacks a method of the protocol. ValueError: inconsistent shapes or arguments.
     """
+    model = _unwrapped(model)
     if not supports_two_stage_retrieval(model):
         missing = [name for name in ("get_image_features", "get_text_features", "get_image_hidden_states",
                                      "score_pairs") if not hasattr(model, name)]
