@@ -67,7 +67,8 @@ def blip_twin(model: MISSForVQA) -> BlipForQuestionAnswering:
 
 
 def questions(config, batch_size, generator, first_token):
-    """`first w_1..w_n [SEP]` with 3 to 12 random words, right-padded to the longest."""
+    """`first w_1..w_n [SEP]` with 3 to 12 random words, right-padded to the longest (on the CPU, as a processor
+    returns them)."""
     rows = [
         [first_token] + torch.randint(1000, 2000, (3 + (i * 5) % 10,), generator=generator).tolist()
         + [config.sep_token_id]
@@ -84,8 +85,10 @@ def pixels(config, batch_size, generator):
 
 
 def answer(model, inputs, args, **options):
+    """The answers (B, 1 + new tokens) on the CPU, after the device has finished (the copy waits for it)."""
+    inputs = {name: value.to(model.device) for name, value in inputs.items()}
     return model.generate(**inputs, num_beams=args.num_beams, max_new_tokens=args.new_tokens, do_sample=False,
-                          **options)
+                          **options).cpu()
 
 
 def bench_cache(model, args, generator):
@@ -162,17 +165,19 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=9, help="answer tokens after [DEC] (released: 9)")
     parser.add_argument("--num-beams", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cpu", help="e.g. cuda (the inputs start on the CPU, as a batch does)")
     args = parser.parse_args()
     setup(args)
     model = build_miss(args)
-    blip = blip_twin(model)
+    blip = blip_twin(model).to(args.device)
+    model.to(args.device)
     generator = torch.Generator().manual_seed(args.seed)
     describe_machine()
     vision, text = model.config.vision_config, model.config.text_config
     print(f"MISSForVQA preset={args.preset}: ViT {vision.hidden_size} wide x {vision.num_hidden_layers} layers at "
           f"{vision.image_size} px, text stacks {text.hidden_size} wide x {text.num_hidden_layers} layers "
           f"({model.num_parameters() / 1e6:.1f}M parameters), attention={model.config._attn_implementation}; "
-          f"BLIP attention={blip.config._attn_implementation}")
+          f"BLIP attention={blip.config._attn_implementation}; device {args.device}")
     with torch.no_grad():
         bench_cache(model, args, generator)
         bench_blip(model, blip, args, generator)
