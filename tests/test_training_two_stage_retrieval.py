@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from medvlp_hf import MISSForRetrieval, MISSModel
 from medvlp_hf.metrics import cross_modal_recall_at_k, cross_modal_recall_from_rankings
-from medvlp_hf.training.two_stage_retrieval import supports_two_stage_retrieval, two_stage_retrieval
+from medvlp_hf.training.two_stage_retrieval import _ranked_head, supports_two_stage_retrieval, two_stage_retrieval
 from tests.models.miss.tester import pixel_batch, text_batch, tiny_config
 
 KS = (1, 2, 5)
@@ -133,3 +133,19 @@ def test_models_without_the_protocol_and_bad_arguments_get_clear_errors(setup):
     with pytest.raises(ValueError, match="must be positive"):
         two_stage_retrieval(model, pixels, input_ids, attention_mask, TEXT_TO_IMAGE, k=0)
     assert not model.training
+
+
+def test_duplicate_texts_tie_and_keep_candidate_order_in_both_stages(setup):
+    """Identical reports (common in radiology) have identical features: ties rank in candidate order, as the metrics
+    rank, however the rows are chunked (k=1, so the order after the first candidate is stage 1's)."""
+    model, pixels, input_ids, attention_mask, _ = setup
+    input_ids, attention_mask = input_ids.clone(), attention_mask.clone()
+    input_ids[6], attention_mask[6] = input_ids[1], attention_mask[1]
+    result = two_stage_retrieval(model, pixels, input_ids, attention_mask, TEXT_TO_IMAGE, k=1, ks=KS)
+    assert torch.equal(result.similarity[:, 6], result.similarity[:, 1])
+    for ranking in result.image_rankings.tolist():
+        assert ranking.index(1) < ranking.index(6)
+    stable = result.similarity.argsort(dim=1, descending=True, stable=True)
+    assert torch.equal(_ranked_head(result.similarity, 8, rows_per_chunk=2), stable)
+    assert {name.removeprefix("itc_"): value for name, value in result.metrics.items() if name.startswith("itc_")} \
+        == cross_modal_recall_at_k(result.similarity, KS, TEXT_TO_IMAGE)

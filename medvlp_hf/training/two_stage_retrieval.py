@@ -23,7 +23,7 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from torch.nn import functional as F
 
-from ..metrics import cross_modal_recall_at_k, cross_modal_recall_from_rankings
+from ..metrics import cross_modal_recall_from_rankings
 
 
 @runtime_checkable
@@ -93,7 +93,8 @@ def two_stage_retrieval(model, images, input_ids, attention_mask=None, text_to_i
         batch_size: images per image-tower batch, texts per text batch, pairs per pair-score batch.
         add_similarity: re-rank by pair score + stage-1 cosine (BLIP's `score + topk_sim`) instead of the pair score
             alone (ALBEF's).
-        process_state: an `accelerate.PartialState` (default: the current one) whose processes share the work.
+        process_state: an `accelerate.PartialState` or `Accelerator` (default: the current state) whose processes
+            share the work.
 
     Raises:
         TypeError: the model lacks a method of the protocol. ValueError: inconsistent shapes or arguments.
@@ -128,9 +129,9 @@ def two_stage_retrieval(model, images, input_ids, attention_mask=None, text_to_i
         text_features = _sharded_rows(state, n_texts, batch_size,
                                       lambda rows: model.get_text_features(*texts.batch(rows)))
         similarity = F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
-        image_order = similarity.argsort(dim=1, descending=True, stable=True)
-        text_order = similarity.T.argsort(dim=1, descending=True, stable=True)
         k_texts, k_images = min(k, n_texts), min(k, n_images)
+        image_order = _ranked_head(similarity, max(k_texts, *ks))
+        text_order = _ranked_head(similarity.T, max(k_images, *ks))
         pairs = _PairScores(model, images, texts, state, batch_size, n_texts)
         pairs.compute(torch.cat([
             torch.arange(n_images).repeat_interleave(k_texts) * n_texts + image_order[:, :k_texts].flatten(),
@@ -140,14 +141,14 @@ def two_stage_retrieval(model, images, input_ids, attention_mask=None, text_to_i
         model.train(was_training)
     image_rankings, image_scores = _rerank(
         image_order, k_texts, pairs.lookup(torch.arange(n_images)[:, None], image_order[:, :k_texts]),
-        similarity, add_similarity, max(ks),
+        similarity, add_similarity,
     )
     text_rankings, text_scores = _rerank(
         text_order, k_images, pairs.lookup(text_order[:, :k_images], torch.arange(n_texts)[:, None]),
-        similarity.T, add_similarity, max(ks),
+        similarity.T, add_similarity,
     )
     metrics = cross_modal_recall_from_rankings(image_rankings, text_rankings, text_to_image, ks)
-    stage_one = cross_modal_recall_at_k(similarity, ks, text_to_image)
+    stage_one = cross_modal_recall_from_rankings(image_order, text_order, text_to_image, ks)
     metrics.update({f"itc_{name}": value for name, value in stage_one.items()})
     return TwoStageRetrievalResult(metrics, similarity, image_rankings, text_rankings, image_scores, text_scores)
 
@@ -216,11 +217,18 @@ class _PairScores:
         return self.scores[torch.searchsorted(self.codes, codes)]
 
 
-def _rerank(order, k, pair_scores, similarity, add_similarity, deepest):
-    """(queries, n) candidates: the top k of stage 1 by re-ranking score (ties keep stage-1 order), then stage 1's
-    next ones; and (queries, k) the re-ranking scores in that order."""
+def _ranked_head(similarity, depth, rows_per_chunk=1024):
+    """(queries, min(depth, candidates)) each row's candidates by descending similarity, ties in candidate order (as
+    the metrics rank), sorted a chunk of rows at a time so that no full (queries, candidates) index matrix is held."""
+    depth = min(depth, similarity.shape[1])
+    return torch.cat([chunk.argsort(dim=1, descending=True, stable=True)[:, :depth]
+                      for chunk in similarity.split(rows_per_chunk)])
+
+
+def _rerank(order, k, pair_scores, similarity, add_similarity):
+    """(queries, n) candidates: the first k of stage 1's `order` by re-ranking score (ties keep stage-1 order), then
+    the rest of `order`; and (queries, k) the re-ranking scores in that order."""
     head = order[:, :k]
     scores = pair_scores + similarity.gather(1, head) if add_similarity else pair_scores
     by_score = scores.argsort(dim=1, descending=True, stable=True)
-    depth = min(order.shape[1], max(k, deepest))
-    return torch.cat([head.gather(1, by_score), order[:, k:depth]], dim=1), scores.gather(1, by_score)
+    return torch.cat([head.gather(1, by_score), order[:, k:]], dim=1), scores.gather(1, by_score)
