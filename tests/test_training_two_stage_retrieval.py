@@ -137,15 +137,15 @@ def test_models_without_the_protocol_and_bad_arguments_get_clear_errors(setup):
 
 def test_duplicate_texts_tie_and_keep_candidate_order_in_both_stages(setup):
     """Identical reports (common in radiology) have identical features: ties rank in candidate order, as the metrics
-    rank, however the rows are chunked (k=1, so the order after the first candidate is stage 1's)."""
+    rank, however the rows are chunked (k=1: after the first candidate, the order is stage 1's; R@8 ranks all)."""
     model, pixels, input_ids, attention_mask, _ = setup
     input_ids, attention_mask = input_ids.clone(), attention_mask.clone()
     input_ids[6], attention_mask[6] = input_ids[1], attention_mask[1]
-    result = two_stage_retrieval(model, pixels, input_ids, attention_mask, TEXT_TO_IMAGE, k=1, ks=KS)
+    result = two_stage_retrieval(model, pixels, input_ids, attention_mask, TEXT_TO_IMAGE, k=1, ks=(1, 8))
     assert torch.equal(result.similarity[:, 6], result.similarity[:, 1])
     for ranking in result.image_rankings.tolist():
         assert ranking.index(1) < ranking.index(6)
     stable = result.similarity.argsort(dim=1, descending=True, stable=True)
     assert torch.equal(_ranked_head(result.similarity, 8, rows_per_chunk=2), stable)
     assert {name.removeprefix("itc_"): value for name, value in result.metrics.items() if name.startswith("itc_")} \
-        == cross_modal_recall_at_k(result.similarity, KS, TEXT_TO_IMAGE)
+        == cross_modal_recall_at_k(result.similarity, (1, 8), TEXT_TO_IMAGE)
