@@ -21,9 +21,9 @@ import torch  # noqa: E402
 from medvlp_hf import MedViLLConfig
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
+def base_parser(description: str, model: str = "MedViLL") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--preset", default="base", choices=["base", "small", "tiny"], help="MedViLL size")
+    parser.add_argument("--preset", default="base", choices=["base", "small", "tiny"], help=f"{model} size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=2, help="timed rounds per case (after one warm-up)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")

@@ -1,18 +1,26 @@
 #!/usr/bin/env python
-r"""Image-report retrieval with Trainer, following MedViLL: the matching head is fine-tuned on one true and one
-label-conditioned negative pair per record (the negative's image or report comes from a record with a different
-CheXpert label set), then every query is ranked against --num_candidates candidates, every candidate with the
-query's label set counting as relevant. Metrics per direction: Hit@K, Recall@K, Precision@K (K = 1, 5, 10),
-MRR and mAP@K under three named normalisers.
+r"""Image-report retrieval with Trainer, by the protocol of the model (a fact of its class):
+
+- Contrastive models with a matching head (MISS; `medvlp_hf.training.two_stage_retrieval.TwoStageRetrievalModel`),
+  as BLIP's retrieval recipe: fine-tuned on matched pairs with ITC + ITM on hard negatives from the batch, then
+  evaluated in two stages: ITC similarity of every image with every text, the top --rerank_top_k of each query
+  re-ranked by the matching head. R@1/5/10 in both directions with instance relevance (eval_i2t_r@1, ...) and the
+  similarity's alone (eval_itc_i2t_r@1, ...); --image_id_column groups records showing one image.
+- MedViLL: the matching head is fine-tuned on one true and one label-conditioned negative pair per record (the
+  negative's image or report comes from a record with a different CheXpert label set), then every query is ranked
+  against --num_candidates candidates, every candidate with the query's label set counting as relevant. Metrics
+  per direction: Hit@K, Recall@K, Precision@K (K = 1, 5, 10), MRR and mAP@K under three named normalisers.
 
     python examples/run_retrieval.py --dataset demo --model_type medvill --config tiny \
         --output_dir outputs/demo-retrieval --do_train --do_eval
+    python examples/run_retrieval.py --dataset demo --model_type miss --config tiny \
+        --output_dir outputs/demo-retrieval-miss --do_train --do_eval --rerank_top_k 16
     python examples/run_retrieval.py --dataset report_jsonl --data_dir /data/openi_jsonl \
         --model_name_or_path path/to/pretrained --output_dir outputs/openi-retrieval --do_train --do_eval
 
 Writes the model with its processor (loadable with medvlp_hf.AutoModelForRetrieval and AutoProcessor),
-eval_results.json (eval_i2t_hit@1, eval_t2i_mrr, ...) and eval_predictions.jsonl (each query's top candidates).
-Datasets: demo, mimic_cxr, report_jsonl (they carry CheXpert labels, which define relevance).
+eval_results.json (eval_i2t_r@1 or eval_i2t_hit@1, ...) and eval_predictions.jsonl (each query's top candidates).
+Datasets: demo, mimic_cxr, report_jsonl (MedViLL's protocol needs their CheXpert labels, which define relevance).
 """
 
 import shlex
@@ -23,16 +31,18 @@ import cpu_threads  # noqa: F401  (sets the OpenMP wait policy; must come before
 from transformers import set_seed
 
 from medvlp_hf import AutoModelForRetrieval
-from medvlp_hf.data import LabelConditionedNegatives, RetrievalPairCollator
+from medvlp_hf.data import LabelConditionedNegatives, MatchedPairCollator, RetrievalPairCollator
 from medvlp_hf.training import (
     MedVLPTrainer, build_processor, build_trainable_model, load_config, load_task_dataset, parse_arguments,
     run_phases, run_splits, setup_logging, take_push_to_hub, text_column,
 )
 from medvlp_hf.training.datasets import RETRIEVAL
 from medvlp_hf.training.retrieval import RetrievalArguments, retrieval_evaluator
+from medvlp_hf.training.two_stage_retrieval import supports_two_stage_retrieval
 
 # MedViLL's retrieval batch size (10 records, i.e. 20 pairs) with a learning rate for training the CPU presets from
-# scratch; MedViLL fine-tuned its pre-trained model with AdamW 1e-5 for 10 epochs.
+# scratch; MedViLL fine-tuned its pre-trained model with AdamW 1e-5 for 10 epochs (BLIP's retrieval fine-tuning:
+# AdamW 1e-5, weight decay 0.05, batch 32 per GPU, 6 epochs).
 DEFAULTS = {
     "learning_rate": 5e-4,
     "warmup_steps": 0.1,
@@ -44,7 +54,7 @@ DEFAULTS = {
     "save_total_limit": 2,
     "label_names": ["labels"],
 }
-CARD_METRICS = ("i2t_hit@5", "i2t_mrr", "t2i_hit@5", "t2i_mrr")
+CARD_METRICS = ("i2t_r@1", "i2t_r@5", "t2i_r@1", "t2i_r@5", "i2t_hit@5", "i2t_mrr", "t2i_hit@5", "t2i_mrr")
 
 
 def main(argv=None):
@@ -66,7 +76,10 @@ def main(argv=None):
     model = build_trainable_model(model_args, AutoModelForRetrieval, config)
     processor = build_processor(model_args, config)
     collator = None
-    if "train" in splits:
+    if "train" in splits and supports_two_stage_retrieval(model):
+        collator = MatchedPairCollator(processor, max_length=data_args.max_seq_length, text_column=column,
+                                       image_id_column=task_args.image_id_column)
+    elif "train" in splits:
         collator = RetrievalPairCollator(
             processor,
             negatives=LabelConditionedNegatives(splits["train"], text_column=column),

@@ -1,5 +1,6 @@
 """Each benchmark script runs end to end at tiny size and prints its comparison lines. Only the printed
-ratios' presence and the correctness checks are asserted, never a speed: the machines are shared."""
+ratios' presence and the correctness checks (identical tokens, identical answers) are asserted, never a speed: the
+machines are shared."""
 
 import re
 import runpy
@@ -27,6 +28,13 @@ CASES = {
         ["--batch-size", "2", "--text-length", "11"],
         ["sdpa / eager speed", "transformer FLOP rate (sdpa) / matmul rate", "channels-last / contiguous ResNet speed"],
         ["batch 2 x 16 joint tokens"],
+    ),
+    "bench_miss_vqa.py": (
+        ["--layers", "2", "--new-tokens", "3", "--batch-size", "3"],
+        ["cached / uncached speedup", "batch 1 per-sample throughput, MISS / BLIP",
+         "batch 3 per-sample throughput, MISS / BLIP"],
+        ["cached and uncached tokens identical: True", "new tokens per run: 3", "batch 1: identical answers: True",
+         "batch 3: identical answers: True"],
     ),
     "bench_training.py": (
         ["--batch-size", "2", "--question-length", "6"],

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from medvlp_hf.metrics import cross_modal_recall_at_k
+from medvlp_hf.metrics import cross_modal_recall_at_k, cross_modal_recall_from_rankings
 from medvlp_hf.metrics import map_at_k_capped
 from medvlp_hf.metrics import map_at_k_hits
 from medvlp_hf.metrics import map_at_k_trec
@@ -97,3 +97,28 @@ def test_cross_modal_with_several_texts_per_image():
     assert result["t2i_r@1"] == pytest.approx(1 / 4)
     with pytest.raises(ValueError, match="text_to_image"):
         cross_modal_recall_at_k(similarity)
+
+
+def test_cross_modal_recall_from_rankings_by_hand():
+    # images 0, 1 with texts (0, 1) and (2); rankings truncated after 2 candidates
+    image_rankings = [[2, 1], [0, 1]]  # image 0: its text 1 second; image 1: its text 2 not in the first two
+    text_rankings = [[1, 0], [0, 1], [1, 0]]  # texts 0, 1, 2 -> image 0 second, first; image 1 first
+    result = cross_modal_recall_from_rankings(image_rankings, text_rankings, [0, 0, 1], ks=(1, 2))
+    assert result == {"i2t_r@1": 0.0, "t2i_r@1": pytest.approx(2 / 3), "i2t_r@2": 0.5, "t2i_r@2": 1.0}
+
+
+def test_cross_modal_recall_from_rankings_equals_the_similarity_version():
+    similarity = np.random.default_rng(0).normal(size=(5, 9))
+    text_to_image = [0, 1, 2, 3, 4, 0, 1, 2, 0]
+    full = cross_modal_recall_at_k(similarity, ks=(1, 3, 5), text_to_image=text_to_image)
+    head = cross_modal_recall_from_rankings(
+        np.argsort(-similarity, axis=1)[:, :5], np.argsort(-similarity.T, axis=1)[:, :5], text_to_image, ks=(1, 3, 5)
+    )
+    assert head == full
+
+
+def test_cross_modal_recall_from_rankings_refuses_short_rankings_and_images_without_text():
+    with pytest.raises(ValueError, match="R@5 needs 3"):
+        cross_modal_recall_from_rankings([[0, 1], [1, 0]], [[0, 1], [1, 0], [0, 1]], [0, 1, 1], ks=(5,))
+    with pytest.raises(ValueError, match="have no text"):
+        cross_modal_recall_from_rankings([[0], [0]], [[0]], [0], ks=(1,))

@@ -6,8 +6,8 @@ from .chexpert import (
     CHEXPERT_LABELS, apply_label_policy, label_set, labels_from_names, parse_label_string,
 )
 from .collators import (
-    ClassificationCollator, GenerativeVQACollator, LabelConditionedNegatives, PreTrainingCollator, RandomNegatives,
-    ReportGenerationCollator, RetrievalGroupCollator, RetrievalPairCollator, VQACollator, build_label2id,
+    ClassificationCollator, GenerativeVQACollator, LabelConditionedNegatives, MatchedPairCollator, PreTrainingCollator,
+    RandomNegatives, ReportGenerationCollator, RetrievalGroupCollator, RetrievalPairCollator, VQACollator, build_label2id,
     retrieval_candidate_groups,
 )
 from .demo import DEMO_ANSWERS, demo_answers, load_demo
@@ -44,6 +44,7 @@ __all__ = [
     "GenerativeVQACollator",
     "ImageDecodingError",
     "LabelConditionedNegatives",
+    "MatchedPairCollator",
     "Phrasebook",
     "PreTrainingCollator",
     "RandomNegatives",

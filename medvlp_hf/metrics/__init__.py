@@ -3,7 +3,7 @@
 Families: VQA (``vqa_accuracy``, ``vqa_soft_score``), report generation
 (``compute_report_generation_metrics``, ``perplexity``), clinical efficacy (``CheXpertRuleLabeler``,
 ``CheXbertLabeler``, ``compute_clinical_efficacy``), retrieval (``retrieval_metrics``,
-``cross_modal_recall_at_k``), classification (``classification_metrics``). ``load(name)`` returns the
+``cross_modal_recall_at_k``, ``cross_modal_recall_from_rankings``), classification (``classification_metrics``). ``load(name)`` returns the
 matching ``evaluate`` module.
 """
 from medvlp_hf.metrics.bleu import coco_bleu
@@ -28,6 +28,7 @@ from medvlp_hf.metrics.perplexity_from_logits import perplexity
 from medvlp_hf.metrics.perplexity_from_logits import token_cross_entropy_sum
 from medvlp_hf.metrics.report_generation import compute_report_generation_metrics
 from medvlp_hf.metrics.retrieval import cross_modal_recall_at_k
+from medvlp_hf.metrics.retrieval import cross_modal_recall_from_rankings
 from medvlp_hf.metrics.retrieval import map_at_k_capped
 from medvlp_hf.metrics.retrieval import map_at_k_hits
 from medvlp_hf.metrics.retrieval import map_at_k_trec
@@ -63,6 +64,7 @@ __all__ = [
     "compute_clinical_efficacy",
     "compute_report_generation_metrics",
     "cross_modal_recall_at_k",
+    "cross_modal_recall_from_rankings",
     "load",
     "map_at_k_capped",
     "map_at_k_hits",

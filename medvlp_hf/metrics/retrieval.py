@@ -12,7 +12,8 @@ Ranking: candidates sorted by score, descending; ties keep candidate order (stab
   torchmetrics ``RetrievalMAP(top_k)``); ``map_at_k_trec`` divides by all relevant items (trec_eval
   ``map_cut_K``, ranx ``map@K``); ``map_at_k_capped`` divides by min(K, relevant) (the common "AP@K").
 * ``cross_modal_recall_at_k`` (PTUnifier, MedUnifier): instance relevance on an image x text
-  similarity matrix, R@K image->text and text->image.
+  similarity matrix, R@K image->text and text->image; ``cross_modal_recall_from_rankings`` the same from each
+  query's ranked candidates (a two-stage evaluation's re-ranked lists).
 """
 import numpy as np
 
@@ -115,14 +116,39 @@ def cross_modal_recall_at_k(similarity, ks=(1, 5, 10), text_to_image=None) -> di
         if n_images != n_texts:
             raise ValueError(f"similarity is {similarity.shape}: pass text_to_image when images and texts are not paired 1:1")
         text_to_image = np.arange(n_texts)
+    return cross_modal_recall_from_rankings(
+        np.argsort(-similarity, axis=1, kind="stable"), np.argsort(-similarity.T, axis=1, kind="stable"),
+        text_to_image, ks,
+    )
+
+
+def cross_modal_recall_from_rankings(image_rankings, text_rankings, text_to_image, ks=(1, 5, 10)) -> dict:
+    """R@K in both directions from each query's candidates in rank order, best first, with instance relevance (the
+    ALBEF/BLIP evaluation): ``image_rankings`` (images, n) holds text indices, ``text_rankings`` (texts, m) image
+    indices; ``text_to_image[t]`` is the image of text ``t``. An image query is right at K when any of its texts is
+    among its first K, a text query when its image is. Rankings may stop after max(ks) candidates (a two-stage
+    evaluation re-ranks only the head of each list).
+    """
+    image_rankings, text_rankings = as_numpy(image_rankings).astype(np.int64), as_numpy(text_rankings).astype(np.int64)
     text_to_image = as_numpy(text_to_image).astype(np.int64)
-    if text_to_image.shape != (n_texts,) or text_to_image.min() < 0 or text_to_image.max() >= n_images:
+    n_images, n_texts = len(image_rankings), len(text_rankings)
+    if image_rankings.ndim != 2 or text_rankings.ndim != 2:
+        raise ValueError(f"rankings must be (queries, candidates), got {image_rankings.shape} and {text_rankings.shape}")
+    if text_to_image.shape != (n_texts,) or n_texts == 0 or text_to_image.min() < 0 or text_to_image.max() >= n_images:
         raise ValueError(f"text_to_image must hold one image index in [0, {n_images}) per text ({n_texts})")
-    pairs = text_to_image[None, :] == np.arange(n_images)[:, None]
-    image_to_text = _ranked_relevance(similarity, pairs, "error").argmax(axis=1)
-    text_to_image_rank = _ranked_relevance(similarity.T, pairs.T, "error").argmax(axis=1)
+    without_text = np.setdiff1d(np.arange(n_images), text_to_image)
+    if len(without_text):
+        raise ValueError(f"{len(without_text)} images (first: {int(without_text[0])}) have no text in text_to_image; "
+                         "every image query needs at least one relevant text")
+    deepest = max(ks)
+    for name, rankings, candidates in (("image", image_rankings, n_texts), ("text", text_rankings, n_images)):
+        if rankings.shape[1] < min(deepest, candidates):
+            raise ValueError(f"{name}_rankings rank {rankings.shape[1]} candidates per query; R@{deepest} needs "
+                             f"{min(deepest, candidates)}")
+    image_hits = text_to_image[image_rankings] == np.arange(n_images)[:, None]
+    text_hits = text_rankings == text_to_image[:, None]
     result = {}
     for k in ks:
-        result[f"i2t_r@{k}"] = float((image_to_text < k).mean())
-        result[f"t2i_r@{k}"] = float((text_to_image_rank < k).mean())
+        result[f"i2t_r@{k}"] = float(image_hits[:, :k].any(axis=1).mean())
+        result[f"t2i_r@{k}"] = float(text_hits[:, :k].any(axis=1).mean())
     return result

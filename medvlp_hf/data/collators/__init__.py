@@ -5,7 +5,7 @@ from .masking import IGNORE_INDEX, mask_tokens_for_mlm
 from .negatives import LabelConditionedNegatives, NegativeSampler, RandomNegatives
 from .pretraining import PreTrainingCollator
 from .report_generation import ReportGenerationCollator
-from .retrieval import RetrievalGroupCollator, RetrievalPairCollator, retrieval_candidate_groups
+from .retrieval import MatchedPairCollator, RetrievalGroupCollator, RetrievalPairCollator, retrieval_candidate_groups
 from .vqa import GenerativeVQACollator, VQACollator, build_label2id
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "ClassificationCollator",
     "GenerativeVQACollator",
     "LabelConditionedNegatives",
+    "MatchedPairCollator",
     "NegativeSampler",
     "PreTrainingCollator",
     "RandomNegatives",

@@ -3,6 +3,7 @@
 MedViLL fine-tunes its matching head on one positive and one negative pair per record (a record with a
 different label set supplies the negative's image with p=0.5, else its report) and evaluates by scoring
 each query against a group of candidates, every candidate with the query's label set counting as relevant.
+Contrastive models (BLIP's retrieval recipe) train on matched pairs only and draw their negatives from the batch.
 """
 from __future__ import annotations
 
@@ -51,6 +52,36 @@ class RetrievalPairCollator(ProcessorCollator):
             labels += [1, 0]
         batch = self.encode(images, texts)
         batch["labels"] = torch.tensor(labels, dtype=torch.long)
+        return batch
+
+
+class MatchedPairCollator(ProcessorCollator):
+    """Matched (image, text) pairs for contrastive retrieval training, where the model contrasts the batch's pairs
+    and draws its matching negatives from it (ITC + ITM, BLIP's retrieval fine-tuning): the processor's outputs plus
+    `return_loss=True` (CLIP's convention for asking a model for its contrastive loss), and with `image_id_column`
+    `image_ids` (B,), equal for pairs of one image, so that they count as positives of each other."""
+
+    def __init__(
+        self,
+        processor,
+        max_length: int | None = None,
+        text_column: str = "report",
+        image_column: str = "image",
+        image_id_column: str | None = None,
+        processor_kwargs: Mapping | None = None,
+    ):
+        super().__init__(processor, max_length, image_column, processor_kwargs)
+        self.text_column = text_column
+        self.image_id_column = image_id_column
+
+    def __call__(self, examples: Sequence[Mapping]) -> dict:
+        batch = self.encode(self.images_of(examples), [example[self.text_column] for example in examples])
+        batch["return_loss"] = True
+        if self.image_id_column is not None:
+            index = {}
+            batch["image_ids"] = torch.tensor(
+                [index.setdefault(example[self.image_id_column], len(index)) for example in examples]
+            )
         return batch
 
 

@@ -671,11 +671,26 @@ class MISSAnswerRankingOutput(ModelOutput):
 
 @dataclass
 class MISSForRetrievalOutput(ModelOutput):
-    """logits: (B, 2) ITM logits of the (image, text) pairs; scores: their matching probability softmax[:, 1]."""
+    """
+    loss: the ITM cross-entropy of the given pairs (`labels`), or itc_loss + itm_loss (`return_loss=True`).
+    logits: (N, 2) ITM logits of the scored pairs: the B input pairs, or with `return_loss=True` the B positives,
+        then each text with its hard-negative image, then each image with its hard-negative text (`itm_labels`).
+    scores: (N,) their matching probability softmax(logits)[:, 1].
+    itm_labels: (3B,) 1 for the positives, 0 for the hard negatives (`return_loss=True`).
+    logits_per_image / logits_per_text: (B, B) in-batch ITC similarities over the temperature (`return_loss=True`).
+    negative_image_indices / negative_text_indices: (B,) the drawn hard negatives (`return_loss=True`).
+    """
 
     loss: torch.FloatTensor | None = None
+    itc_loss: torch.FloatTensor | None = None
+    itm_loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     scores: torch.FloatTensor | None = None
+    itm_labels: torch.LongTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    negative_image_indices: torch.LongTensor | None = None
+    negative_text_indices: torch.LongTensor | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -822,10 +837,14 @@ class MISSContrastiveMixin:
     def set_input_embeddings(self, value):
         self.text_encoder.embeddings.word_embeddings = value
 
+    def get_image_hidden_states(self, pixel_values, interpolate_pos_encoding=False) -> torch.FloatTensor:
+        """(B, 1 + grid**2, vision hidden) the ViT's states of each image: what the JTM encoder cross-attends
+        (`image_hidden_states` of `get_joint_features`; computed once, they serve any number of texts)."""
+        return self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).last_hidden_state
+
     def get_image_features(self, pixel_values, interpolate_pos_encoding=False) -> torch.FloatTensor:
         """(B, projection_dim) ITC image embedding: `vision_proj` of the ViT's [CLS] (not normalised, as CLIP's)."""
-        states = self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).last_hidden_state
-        return self.vision_proj(states[:, 0])
+        return self.vision_proj(self.get_image_hidden_states(pixel_values, interpolate_pos_encoding)[:, 0])
 
     def get_text_features(self, input_ids, attention_mask=None) -> torch.FloatTensor:
         """(B, projection_dim) ITC text embedding: `text_proj` of the [CLS] of the JTM encoder in `text` mode (no
@@ -840,7 +859,7 @@ class MISSContrastiveMixin:
         representation."""
         if image_hidden_states is None:
             check_image_batch(pixel_values, input_ids.shape[0])
-            image_hidden_states = self.vision_model(pixel_values).last_hidden_state
+            image_hidden_states = self.get_image_hidden_states(pixel_values)
         else:
             check_image_batch(image_hidden_states, input_ids.shape[0])
         if attention_mask is None:
@@ -857,6 +876,46 @@ class MISSContrastiveMixin:
     def clamped_temperature(self) -> torch.Tensor:
         """The ITC temperature within [itc_temperature_min, itc_temperature_max] (in-range values keep gradients)."""
         return self.temperature.clamp(self.config.itc_temperature_min, self.config.itc_temperature_max)
+
+    def _match_hard_negatives(self, input_ids, attention_mask, image_states, similarity_i2t, similarity_t2i,
+                              same_image, negative_image_indices, negative_text_indices, generator):
+        """ITM on the B positive pairs and on one hard negative per text and per image (`miss_pretrain.py`).
+
+        A text's negative image is drawn with probability softmax(similarity_t2i row) + 1e-4, an image's negative text
+        from similarity_i2t, never from a pair `same_image` marks (B, B); given indices replace the draw. In evaluation
+        without a generator the draw is seeded with 0. Returns (logits (3B, 2), labels (3B,) = 1 for the positives
+        then 0, loss, negative_image_indices, negative_text_indices)."""
+        batch_size = input_ids.shape[0]
+        if negative_image_indices is None or negative_text_indices is None:
+            if batch_size < 2:
+                raise ValueError(
+                    "ITM draws its hard negatives from the other examples of the batch, and this batch has only 1; "
+                    "use batches of at least 2 (in pre-training, or pretraining_objectives without 'itm')."
+                )
+            if bool(same_image.all(-1).any()):
+                raise ValueError(
+                    "ITM draws its hard negatives from the batch's other images, and in this batch an image has no "
+                    "other: every example shows it (image_ids). Shuffle the data so a batch holds several images."
+                )
+            if generator is None and not self.training:
+                generator = torch.Generator(device=input_ids.device).manual_seed(0)
+            with torch.no_grad():
+                drawn_images, drawn_texts = (
+                    torch.multinomial(_hard_negative_weights(similarity, same_image), 1, generator=generator)[:, 0]
+                    for similarity in (similarity_t2i, similarity_i2t)
+                )
+            negative_image_indices = drawn_images if negative_image_indices is None else negative_image_indices
+            negative_text_indices = drawn_texts if negative_text_indices is None else negative_text_indices
+        encoder_ids = with_first_token(input_ids, attention_mask, self.config.enc_token_id, self.config, "captions")
+        text_ids = torch.cat([encoder_ids, encoder_ids, encoder_ids[negative_text_indices]])
+        text_mask = torch.cat([attention_mask, attention_mask, attention_mask[negative_text_indices]])
+        images = torch.cat([image_states, image_states[negative_image_indices], image_states])
+        logits = self.itm_head(self.text_encoder(text_ids, text_mask, images).last_hidden_state[:, 0])
+        labels = torch.cat([
+            torch.ones(batch_size, dtype=torch.long), torch.zeros(2 * batch_size, dtype=torch.long)
+        ]).to(logits.device)
+        loss = F.cross_entropy(logits.float(), labels)
+        return logits, labels, loss, negative_image_indices, negative_text_indices
 
 
 class MISSModel(MISSContrastiveMixin, MISSPreTrainedModel):
@@ -1131,39 +1190,20 @@ class MISSForPreTraining(MISSContrastiveMixin, MISSPreTrainedModel):
 
     def _match(self, input_ids, attention_mask, image_states, negative_image_indices, negative_text_indices, generator,
                output):
-        """ITM on the positive pairs and on one hard negative per text and per image."""
+        """ITM on the positive pairs and on one hard negative per text and per image, drawn from the batch part of the
+        ITC similarities."""
         batch_size = input_ids.shape[0]
-        if negative_image_indices is None or negative_text_indices is None:
-            if batch_size < 2:
-                raise ValueError(
-                    "ITM draws its hard negatives from the other examples of the batch, and this batch has only 1; "
-                    "use batches of at least 2 (or pretraining_objectives without 'itm')."
-                )
-            if generator is None and not self.training:
-                generator = torch.Generator(device=input_ids.device).manual_seed(0)
-            with torch.no_grad():
-                drawn_images, drawn_texts = (
-                    torch.multinomial(_hard_negative_weights(similarity[:, :batch_size]), 1, generator=generator)[:, 0]
-                    for similarity in (output.logits_per_text, output.logits_per_image)
-                )
-            negative_image_indices = drawn_images if negative_image_indices is None else negative_image_indices
-            negative_text_indices = drawn_texts if negative_text_indices is None else negative_text_indices
-        encoder_ids = with_first_token(input_ids, attention_mask, self.config.enc_token_id, self.config, "captions")
-        text_ids = torch.cat([encoder_ids, encoder_ids, encoder_ids[negative_text_indices]])
-        text_mask = torch.cat([attention_mask, attention_mask, attention_mask[negative_text_indices]])
-        images = torch.cat([image_states, image_states[negative_image_indices], image_states])
-        joint = self.text_encoder(text_ids, text_mask, images).last_hidden_state[:, 0]
-        output.itm_logits = self.itm_head(joint)
-        output.itm_labels = torch.cat([
-            torch.ones(batch_size, dtype=torch.long), torch.zeros(2 * batch_size, dtype=torch.long)
-        ]).to(joint.device)
-        output.itm_loss = F.cross_entropy(output.itm_logits.float(), output.itm_labels)
-        output.negative_image_indices, output.negative_text_indices = negative_image_indices, negative_text_indices
+        (output.itm_logits, output.itm_labels, output.itm_loss, output.negative_image_indices,
+         output.negative_text_indices) = self._match_hard_negatives(
+            input_ids, attention_mask, image_states, output.logits_per_image[:, :batch_size],
+            output.logits_per_text[:, :batch_size], torch.eye(batch_size, dtype=torch.bool, device=input_ids.device),
+            negative_image_indices, negative_text_indices, generator,
+        )
 
 
-def _hard_negative_weights(similarity: torch.Tensor) -> torch.Tensor:
+def _hard_negative_weights(similarity: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
     weights = F.softmax(similarity.float(), dim=1) + HARD_NEGATIVE_SMOOTHING
-    return weights.fill_diagonal_(0)
+    return weights.masked_fill(excluded, 0)
 
 
 def _gather_from_processes(features: torch.Tensor) -> torch.Tensor:
@@ -1578,9 +1618,16 @@ class MISSForReportGeneration(MISSDecodingMixin, MISSPreTrainedModel, Generation
 
 
 class MISSForRetrieval(MISSContrastiveMixin, MISSPreTrainedModel):
-    """Image-text retrieval: ITC embeddings (`get_image_features` / `get_text_features`) to shortlist candidates, the
-    ITM head on the JTM encoding of a pair (`forward(...).scores`) to re-rank them. Trained on (image, text, match)
-    pairs with the ITM cross-entropy."""
+    """Image-text retrieval: ITC embeddings (`get_image_features` / `get_text_features`) shortlist candidates, the ITM
+    head on the JTM encoding of a pair re-ranks them (`score_pairs` over `get_image_hidden_states`, computed once per
+    image): the two-stage protocol of `medvlp_hf.training.two_stage_retrieval`.
+
+    Trains two ways. On matched pairs with `return_loss=True`, as BLIP's retrieval fine-tuning (`blip_retrieval.py`):
+    in-batch ITC, where examples with equal `image_ids` are all positives of each other, plus ITM on one hard negative
+    per text and per image drawn from the ITC similarity as MISS's pre-training draws them; without BLIP's momentum
+    distillation and queues, which stay with `MISSForPreTraining`. Or on (image, text, match) pairs with `labels`,
+    the ITM cross-entropy alone (MedViLL's protocol).
+    """
 
     new_head_modules = ("itm_head",)
 
@@ -1597,6 +1644,11 @@ class MISSForRetrieval(MISSContrastiveMixin, MISSPreTrainedModel):
         pixel_values=None,
         labels=None,
         image_hidden_states=None,
+        return_loss=None,
+        image_ids=None,
+        negative_image_indices=None,
+        negative_text_indices=None,
+        generator=None,
         output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
@@ -1604,15 +1656,75 @@ class MISSForRetrieval(MISSContrastiveMixin, MISSPreTrainedModel):
     ) -> MISSForRetrievalOutput:
         r"""
         input_ids: (B, L) texts `[CLS] w_1..w_n [SEP]`; pixel_values: (B, 3, H, W) the image of each pair, or
-            `image_hidden_states` (B, N, D) its ViT states (`vision_model(pixel_values).last_hidden_state`, to score
-            one image against many texts without re-running the ViT).
-        labels: (B,) 1 for a matching pair, 0 otherwise.
+            `image_hidden_states` (B, N, D) its ViT states (`get_image_hidden_states`, to score one image against many
+            texts without re-running the ViT).
+        labels: (B,) 1 for a matching pair, 0 otherwise: the ITM loss of these pairs.
+        return_loss: with matched pairs (and no `labels`), the ITC + ITM training loss (see the class).
+        image_ids: (B,) which image each pair shows (`return_loss`; default: every pair its own image).
+        negative_image_indices / negative_text_indices: (B,) ITM hard negatives to use instead of drawing them.
+        generator: the `torch.Generator` the hard negatives are drawn from.
         """
         check_label_batch(labels, input_ids)
+        if return_loss and labels is None:
+            return self._contrastive_loss(input_ids, attention_mask, pixel_values, image_hidden_states, image_ids,
+                                          negative_image_indices, negative_text_indices, generator)
         joint = self.get_joint_features(input_ids, pixel_values, attention_mask, image_hidden_states)
         logits = self.itm_head(joint.last_hidden_state[:, 0])
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return MISSForRetrievalOutput(loss=loss, logits=logits, scores=logits.float().softmax(-1)[:, 1])
+
+    def score_pairs(self, image_hidden_states, input_ids, attention_mask=None) -> torch.FloatTensor:
+        """(B,) the ranking score of each (image, text) pair: the ITM head's "match" logit, as BLIP's and ALBEF's
+        retrieval evaluations re-rank (not the probability `forward().scores`, which orders pairs differently).
+
+        Args:
+            image_hidden_states: (B, N, D) each pair's image states (`get_image_hidden_states`; one image's row
+                repeated to score it against several texts).
+            input_ids / attention_mask: (B, L) texts `[CLS] w_1..w_n [SEP]`.
+        """
+        return self(input_ids=input_ids, attention_mask=attention_mask,
+                    image_hidden_states=image_hidden_states).logits[:, 1].float()
+
+    def _contrastive_loss(self, input_ids, attention_mask, pixel_values, image_states, image_ids,
+                          negative_image_indices, negative_text_indices, generator):
+        if input_ids is None or (pixel_values is None and image_states is None):
+            raise ValueError("return_loss=True trains on matched pairs: pass texts (`input_ids`) and their images.")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if image_states is None:
+            check_image_batch(pixel_values, input_ids.shape[0])
+            image_states = self.get_image_hidden_states(pixel_values)
+        batch_size = input_ids.shape[0]
+        if image_ids is None:
+            same_image = torch.eye(batch_size, dtype=torch.bool, device=input_ids.device)
+        else:
+            check_label_batch(image_ids, input_ids, "image_ids")
+            same_image = image_ids[:, None] == image_ids[None, :]
+        image_embeds = F.normalize(self.vision_proj(image_states[:, 0]), dim=-1)
+        text_states = self.text_encoder(input_ids, attention_mask).last_hidden_state
+        text_embeds = F.normalize(self.text_proj(text_states[:, 0]), dim=-1)
+        logits_per_image = image_embeds @ text_embeds.T / self.clamped_temperature()
+        targets = same_image.float() / same_image.sum(1, keepdim=True)
+        itc_loss = (
+            -(F.log_softmax(logits_per_image.float(), dim=1) * targets).sum(1).mean()
+            - (F.log_softmax(logits_per_image.T.float(), dim=1) * targets).sum(1).mean()
+        ) / 2
+        logits, itm_labels, itm_loss, negative_image_indices, negative_text_indices = self._match_hard_negatives(
+            input_ids, attention_mask, image_states, logits_per_image, logits_per_image.T, same_image,
+            negative_image_indices, negative_text_indices, generator,
+        )
+        return MISSForRetrievalOutput(
+            loss=itc_loss + itm_loss,
+            itc_loss=itc_loss,
+            itm_loss=itm_loss,
+            logits=logits,
+            scores=logits.float().softmax(-1)[:, 1],
+            itm_labels=itm_labels,
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_image.T,
+            negative_image_indices=negative_image_indices,
+            negative_text_indices=negative_text_indices,
+        )
 
 
 __all__ = [
