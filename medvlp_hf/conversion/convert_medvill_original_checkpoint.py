@@ -417,23 +417,7 @@ def parity_record(model, kind, reference_dir, checkpoint_sha256):
         record.config = parity_config_fields(kind, model.config)
         record.reference["note"] = PARITY_VERIFIED_BY_TESTS
         return record
-    record = parity.read_record(reference_dir)
-    made_on = record.reference.get("checkpoint_sha256")
-    if made_on and made_on != checkpoint_sha256:
-        raise parity.ParityRecordError(
-            f"the parity reference {reference_dir} was made on a checkpoint with sha256 {made_on[:16]}…, not on this "
-            f"one ({checkpoint_sha256[:16]}…); run the harness on the file you convert.")
-    if record.architecture != type(model).__name__:
-        raise parity.ParityRecordError(f"the parity reference {reference_dir} is for {record.architecture}, but --kind "
-                                       f"{kind} converts to {type(model).__name__}.")
-    results = parity.check_record(model, record)
-    failed = parity.failures(results)
-    if failed:
-        raise parity.ParityMismatchError(f"the converted model does not reproduce the original implementation's outputs in "
-                           f"{reference_dir} (rtol {record.tolerance['rtol']:g}, atol {record.tolerance['atol']:g}): "
-                           f"{failed}. Nothing was saved.")
-    record.reference.update(name=Path(reference_dir).name, sha256=parity.record_sha256(reference_dir))
-    return record
+    return parity.checked_reference(model, reference_dir, checkpoint_sha256, f"check --kind, which was {kind}")
 
 
 # --------------------------------------------------------------------------------------------------

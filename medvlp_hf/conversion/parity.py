@@ -4,7 +4,8 @@ re-runs it; the model card shows it.
 
 A record is model-agnostic: each case names a method of the model (`forward`, `generate`, ...), its tensor
 keyword arguments (record tensors `inputs.<name>`, which cases may share; floating ones are cast to the model's
-dtype), JSON keyword arguments, and which output fields to keep. A field is an attribute of the returned `ModelOutput` or
+dtype), JSON keyword arguments, methods to call first (`prepare`, e.g. the momentum-encoder update the original
+runs at the start of its forward), and which output fields to keep. A field is an attribute of the returned `ModelOutput` or
 an index into a returned tuple; a tuple of per-step tensors (`generate(output_logits=True).logits`) is stacked on
 dimension 1. Large outputs are kept as reductions over their last dimension, so a vocabulary-sized logit tensor
 costs a few kilobytes while still pinning every prediction:
@@ -12,8 +13,8 @@ costs a few kilobytes while still pinning every prediction:
 - `full`: the tensor; `argmax`: indices (compared exactly); `top5`: the five largest values, sorted;
   `logsumexp`; `stride<N>`: every N-th entry (`x[..., ::N]`).
 
-Floating outputs pass when `|actual - expected| <= atol + rtol * |expected|` everywhere (as
-`torch.testing.assert_close`), integer outputs (argmax, generated tokens) when they are identical.
+Floating outputs pass when `|actual - expected| <= atol + rtol * |expected|` everywhere and infinities sit where the
+reference has them (as `torch.testing.assert_close`), integer outputs (argmax, generated tokens) when they are identical.
 """
 
 import datetime
@@ -46,13 +47,16 @@ class ParityMismatchError(ValueError):
 class ParityCase:
     """name: unique within the record. method: `forward` or the name of a model method. inputs: {keyword
     argument: record tensor name}. kwargs: other keyword arguments (JSON values). outputs: {output name: {"field":
-    attribute or tuple index, "reduce": [reductions]}}."""
+    attribute or tuple index, "reduce": [reductions]}}. prepare: names of model methods called without arguments
+    before the case runs; they may change the model's state (a momentum update), so a model is checked once, and
+    saved before it is checked."""
 
     name: str
     method: str
     inputs: list
     outputs: dict
     kwargs: dict = field(default_factory=dict)
+    prepare: list = field(default_factory=list)
 
     def __post_init__(self):
         for output, spec in self.outputs.items():
@@ -124,6 +128,8 @@ def run_case(model, case, tensors) -> dict:
         inputs[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
     method = model if case.method == "forward" else getattr(model, case.method)
     with torch.no_grad():
+        for name in case.prepare:
+            getattr(model, name)()
         output = method(**inputs, **case.kwargs)
     kept = {}
     for name, spec in case.outputs.items():
@@ -162,12 +168,13 @@ def compare(actual, expected, tolerance) -> dict:
     if actual.shape != expected.shape:
         return {"compare": "equal" if exact else "allclose", "max_abs_diff": None, "passed": False,
                 "note": f"shape {tuple(actual.shape)} instead of {tuple(expected.shape)}"}
-    difference = (actual.double() - expected.double()).abs()
+    finite = expected.isfinite()
+    difference = (actual.double()[finite] - expected.double()[finite]).abs()
     max_abs_diff = float(difference.max()) if difference.numel() else 0.0
     if exact:
         return {"compare": "equal", "max_abs_diff": max_abs_diff, "passed": bool(torch.equal(actual, expected))}
-    bound = tolerance["atol"] + tolerance["rtol"] * expected.double().abs()
-    passed = bool((difference <= bound).all()) and not bool(actual.isnan().any())
+    bound = tolerance["atol"] + tolerance["rtol"] * expected.double()[finite].abs()
+    passed = bool((difference <= bound).all()) and torch.equal(actual[~finite], expected[~finite])
     return {"compare": "allclose", "max_abs_diff": max_abs_diff, "passed": passed}
 
 
@@ -207,6 +214,30 @@ def self_record(model, cases, tensors, producer, checkpoint_sha256=None) -> "Par
 def failures(results) -> list:
     return [f"{key} (max |diff| {result['max_abs_diff']:.3g})" if result["max_abs_diff"] is not None
             else f"{key} ({result['note']})" for key, result in results.items() if not result["passed"]]
+
+
+def checked_reference(model, reference_dir, checkpoint_sha256, fix) -> "ParityRecord":
+    """The record a parity harness made with the original code (`reference_dir`) for the checkpoint a converter just
+    converted into `model`, checked on it: it must have been made on the same file (ParityRecordError), for the same
+    head (ParityRecordError ending with `fix`, e.g. which options choose the head), and the model must reproduce it
+    (ParityMismatchError listing the outputs that differ). Returns the record with its results and its own name and
+    hash added."""
+    record = read_record(reference_dir)
+    made_on = record.reference.get("checkpoint_sha256")
+    if made_on and made_on != checkpoint_sha256:
+        raise ParityRecordError(
+            f"the parity reference {reference_dir} was made on a checkpoint with sha256 {made_on[:16]}…, not on this "
+            f"one ({checkpoint_sha256[:16]}…); run the harness on the file you convert.")
+    if record.architecture != type(model).__name__:
+        raise ParityRecordError(f"the parity reference {reference_dir} is for {record.architecture}, but this "
+                                f"conversion makes a {type(model).__name__} ({fix}).")
+    failed = failures(check_record(model, record))
+    if failed:
+        raise ParityMismatchError(
+            f"the converted model does not reproduce the original implementation's outputs in {reference_dir} (rtol "
+            f"{record.tolerance['rtol']:g}, atol {record.tolerance['atol']:g}): {failed}. Nothing was saved.")
+    record.reference.update(name=Path(reference_dir).name, sha256=record_sha256(reference_dir))
+    return record
 
 
 # --------------------------------------------------------------------------------------------------
