@@ -47,6 +47,7 @@ def test_top_level_help_names_every_command():
 def test_convert_help_lists_the_converters():
     result = run_medvlp("convert", "--help")
     assert "medvill      Convert the authors' MedViLL checkpoints" in result.stdout
+    assert "m2i2         Convert the authors' M2I2 checkpoints" in result.stdout
     assert "`medvlp convert MODEL --help`" in result.stdout
 
 
@@ -71,7 +72,7 @@ def test_env_reports_versions_and_offline_settings(capsys):
 
 def test_unknown_converter_and_missing_command_are_usage_errors(capsys):
     assert medvlp_cli.main(["convert", "nosuchmodel", "--out", "x"]) == 2
-    assert "no converter for 'nosuchmodel'; available: medvill" in capsys.readouterr().err
+    assert "no converter for 'nosuchmodel'; available: m2i2, medvill" in capsys.readouterr().err
     assert medvlp_cli.main([]) == 2
 
 
@@ -157,6 +158,21 @@ def test_card_prints_and_rewrites_the_converters_card(converted, tmp_path, capsy
 def test_card_of_a_folder_without_record_is_an_error(tmp_path, capsys):
     assert medvlp_cli.main(["card", str(tmp_path)]) == 2
     assert "no parity record" in capsys.readouterr().err
+
+
+def test_m2i2_converts_and_verifies_a_pretraining_record_with_its_momentum_update(tmp_path, capsys):
+    """The M2I2 pre-training record runs the momentum update before its forward (as the original's forward does): the
+    converter checks it, and `medvlp verify` re-runs it on the saved folder (the weights before the update)."""
+    from tests.models.m2i2 import conversion_fixtures as m2i2
+
+    arguments = m2i2.convert_arguments("pretraining", tmp_path, tmp_path / "hf", "--reference",
+                                       str(m2i2.RECORDS / "pretraining"))
+    assert medvlp_cli.main(["convert", "m2i2", *arguments]) == 0
+    assert "parity passed" in capsys.readouterr().out
+    assert medvlp_cli.main(["verify", str(tmp_path / "hf"), "--require_original"]) == 0
+    out = capsys.readouterr().out
+    assert "itc_itm_mlm_mim.mim_predictions.full" in out and "MISMATCH" not in out
+    assert "pengfeiliHEU/M2I2@807326d" in out
 
 
 def test_records_in_the_repository_are_readable():

@@ -33,7 +33,8 @@ def test_reads_safetensors_zip_and_legacy_pickles(tmp_path):
 ])
 def test_unwraps_training_containers(tmp_path, container):
     torch.save(container, tmp_path / "checkpoint.pth")
-    assert same(utils.load_checkpoint(tmp_path / "checkpoint.pth").state_dict, STATE)
+    loaded = utils.load_checkpoint(tmp_path / "checkpoint.pth")
+    assert same(loaded.state_dict, STATE) and loaded.training_config == container.get("config")
 
 
 def test_a_container_without_weights_names_its_keys(tmp_path):
@@ -158,6 +159,16 @@ def test_fill_model_assigns_the_tensors_and_refuses_gaps():
     with pytest.raises(RuntimeError, match=r"not filled \['norm.bias'\], unknown \['extra'\]\. FIX"):
         utils.fill_model(model, {**{k: v for k, v in weights.items() if k != "norm.bias"}, "extra": torch.ones(1)},
                          fix_hint=" FIX")
+
+
+def test_built_on_meta_the_parameters_wait_for_the_checkpoint_and_unsaved_buffers_are_built():
+    """Buffers a model does not save (BERT's `position_ids`) get their values; parameters stay on the meta device."""
+    from transformers import AutoModel, BertConfig
+
+    model = utils.build_on_meta(AutoModel, BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                                      intermediate_size=8, vocab_size=10, max_position_embeddings=6))
+    assert all(parameter.is_meta for parameter in model.parameters())
+    assert torch.equal(model.embeddings.position_ids, torch.arange(6)[None])
 
 
 def test_output_folder_is_replaced_only_on_success(tmp_path):

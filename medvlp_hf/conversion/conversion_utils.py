@@ -91,11 +91,14 @@ def batch_norm_entries(original, target, channels):
 
 @dataclass
 class LoadedCheckpoint:
-    """state_dict: name -> tensor. config: the `config.json` found next to the weights, if any. files: what was read."""
+    """state_dict: name -> tensor. config: the `config.json` found next to the weights, if any. files: what was read.
+    training_config: the `config` entry a training script saved beside the weights (`{'model': sd, 'config': {...}}`
+    of ALBEF/BLIP/M2I2/MISS: their YAML settings), when it is a mapping."""
 
     state_dict: dict
     config: dict | None
     files: list
+    training_config: dict | None = None
 
 
 def load_checkpoint(path, weight_file_names=WEIGHT_FILE_NAMES) -> LoadedCheckpoint:
@@ -114,10 +117,12 @@ def load_checkpoint(path, weight_file_names=WEIGHT_FILE_NAMES) -> LoadedCheckpoi
         files = [path]
     else:
         raise FileNotFoundError(f"checkpoint {path} does not exist.")
-    state_dict = {}
+    state_dict, training_config = {}, None
     for file in files:
-        state_dict.update(_read_weights(file))
-    return LoadedCheckpoint(state_dict, config, files)
+        weights, saved_config = _read_weights(file)
+        state_dict.update(weights)
+        training_config = saved_config or training_config
+    return LoadedCheckpoint(state_dict, config, files, training_config)
 
 
 def _weight_files(folder, weight_file_names):
@@ -133,8 +138,9 @@ def _weight_files(folder, weight_file_names):
 
 
 def _read_weights(file):
+    """(state dict, the training config saved beside it or None)."""
     if file.suffix == ".safetensors":
-        return load_file(file)
+        return load_file(file), None
     try:
         loaded = torch.load(file, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(file))
     except Exception as error:  # torch raises UnpicklingError/RuntimeError/EOFError for files it will not read
@@ -145,7 +151,8 @@ def _read_weights(file):
             "tensors (e.g. an argparse.Namespace), load it once yourself in a trusted environment and save only "
             "the state dict (`torch.save(checkpoint['model'], 'weights.pth')`)."
         ) from error
-    return unwrap_state_dict(loaded, file)
+    training_config = loaded.get("config") if isinstance(loaded, dict) else None
+    return unwrap_state_dict(loaded, file), training_config if isinstance(training_config, dict) else None
 
 
 def unwrap_state_dict(loaded, source="checkpoint", containers=STATE_DICT_CONTAINERS) -> dict:
@@ -228,8 +235,12 @@ def config_for_model(model_type, **fields):
 
 
 def build_on_meta(auto_class, config):
-    """The head `auto_class` maps `config` to, built on the meta device (no memory, no initialisation)."""
-    with torch.device("meta"):
+    """The head `auto_class` maps `config` to, its parameters on the meta device (no memory, no initialisation). Its
+    buffers are built as the model builds them: those it saves are replaced by the checkpoint's, and those it does not
+    save (e.g. BERT's `position_ids`) would otherwise stay on the meta device, without values."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
         return auto_class.from_config(config)
 
 

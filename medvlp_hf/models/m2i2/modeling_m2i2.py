@@ -33,6 +33,7 @@ from transformers.models.bert.modeling_bert import BertEmbeddings
 from transformers.models.blip.modeling_blip import BlipMLP
 from transformers.models.blip.modeling_blip_text import (
     BlipTextIntermediate,
+    BlipTextLMPredictionHead,
     BlipTextOnlyMLMHead,
     BlipTextOutput,
     BlipTextSelfOutput,
@@ -1030,8 +1031,11 @@ class M2I2PreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        if isinstance(module, BlipTextOnlyMLMHead):
-            init.zeros_(module.predictions.bias)
+        # the module that holds the LM head's bias: transformers initialises a remote-code module only when one of its
+        # own (not its children's) weights is missing, so a rule on BlipTextOnlyMLMHead would never run in
+        # `from_pretrained` and leave a new head's bias as uninitialised memory
+        if isinstance(module, BlipTextLMPredictionHead):
+            init.zeros_(module.bias)
         elif isinstance(module, M2I2FeatureQueue):
             for queue in (module.image_queue, module.text_queue):
                 init.normal_(queue)

@@ -457,6 +457,31 @@ def test_pretraining_from_a_base_checkpoint_copies_the_momentum_encoders(tmp_pat
     torch.testing.assert_close(norms, torch.ones_like(norms))
 
 
+def test_lm_heads_new_to_a_base_checkpoint_start_with_a_zero_bias(tmp_path):
+    """A head's new LM head (the pre-training MLM heads, the VQA decoder's) is initialised in `from_pretrained`, its bias
+    to zero; it used to keep whatever memory it was given (NaN at times), because transformers initialises a remote-code
+    module only for a weight of its own and the rule was on the bias's parent module."""
+    build(M2I2Model).save_pretrained(tmp_path)
+    pretraining = M2I2ForPreTraining.from_pretrained(tmp_path)
+    vqa = M2I2ForVQA.from_pretrained(tmp_path)
+    for head in (pretraining.mlm_head, pretraining.mlm_head_m, vqa.text_decoder.cls):
+        assert torch.equal(head.predictions.bias, torch.zeros_like(head.predictions.bias))
+        assert head.predictions.decoder.bias is head.predictions.bias
+    # what from_pretrained does, without depending on what the memory held: only the bias is left to initialise
+    model = build(M2I2ForPreTraining)
+    for module in model.modules():
+        module._is_hf_initialized = False
+    for tensor in (*model.parameters(), *model.buffers()):
+        tensor._is_hf_initialized = True
+    bias = model.mlm_head.predictions.bias
+    del bias._is_hf_initialized
+    with torch.no_grad():
+        bias.fill_(float("nan"))
+    assert model.is_custom_code()
+    model.initialize_weights()
+    assert torch.equal(bias, torch.zeros_like(bias))
+
+
 # ------------------------------------------------------------------ VQA
 
 
