@@ -4,6 +4,13 @@ Importing the package registers every model with transformers' Auto classes.
 """
 
 from .auto import AutoModelForImageTextClassification, AutoModelForRetrieval, config_class_for, default_processor
+from .models.m2i2 import (
+    M2I2Config,
+    M2I2ForPreTraining,
+    M2I2ForRetrieval,
+    M2I2ForVQA,
+    M2I2Model,
+)
 from .models.medvill import (
     MedViLLConfig,
     MedViLLDecodingCache,
@@ -33,6 +40,11 @@ __version__ = "0.1.0"
 __all__ = [
     "AutoModelForImageTextClassification",
     "AutoModelForRetrieval",
+    "M2I2Config",
+    "M2I2ForPreTraining",
+    "M2I2ForRetrieval",
+    "M2I2ForVQA",
+    "M2I2Model",
     "MedViLLConfig",
     "MedViLLDecodingCache",
     "MedViLLForImageTextClassification",

@@ -22,7 +22,7 @@ from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAuto
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
-from .models import medvill, miss
+from .models import m2i2, medvill, miss
 from .resources import tokenizer_dir
 
 
@@ -50,7 +50,13 @@ _AUTO_HEADS = {
 ZOO_MODEL_TYPES = []
 
 
-def _register_model(model_type, module, prefix):
+def _register_model(model_type, module, prefix, processors=True):
+    """Register a model folder's config, heads and processors with the Auto classes (and for remote code).
+
+    `processors=False` is for a model whose processor is not written yet: its config and heads load through the Auto
+    classes and as remote code, but it is not a `ZOO_MODEL_TYPES` entry (the example scripts build processors) until
+    its processors are registered.
+    """
     config_class = getattr(module, f"{prefix}Config")
     AutoConfig.register(model_type, config_class, exist_ok=True)
     config_class.register_for_auto_class()
@@ -64,6 +70,8 @@ def _register_model(model_type, module, prefix):
         # AutoModelForZeroShotImageClassification)
         for name in getattr(model_class, "additional_auto_classes", ()):
             getattr(transformers, name).register(config_class, model_class, exist_ok=True)
+    if not processors:
+        return
     image_processor_class = getattr(module, f"{prefix}ImageProcessor")
     processor_class = getattr(module, f"{prefix}Processor")
     AutoImageProcessor.register(config_class, slow_image_processor_class=image_processor_class, exist_ok=True)
@@ -89,3 +97,4 @@ def default_processor(config):
 
 _register_model("medvill", medvill, "MedViLL")
 _register_model("miss", miss, "MISS")
+_register_model("m2i2", m2i2, "M2I2", processors=False)  # M2I2Processor: the M2I2 processor work (issue 13)

@@ -48,6 +48,11 @@ class GenerationTester:
         """A prompt that already ends the text (must be refused)."""
         raise NotImplementedError
 
+    def cross_attention_key(self, model):
+        """The key projection of the first decoder layer's cross-attention (over image or question states), or None
+        for a model whose decoder does not cross-attend."""
+        return None
+
 
 def kv_cache_name_of(model_class):
     return sys.modules[model_class.__module__].KV_CACHE
@@ -114,6 +119,30 @@ class GenerationTesterMixin:
                 produced = batched[row, width - len(prompt) :].tolist()
                 expected = single[0].tolist()
                 assert produced[: len(expected)] == expected, (model_class.__name__, options, row)
+
+    def test_cross_attention_keys_and_values_are_computed_once_per_generation(self):
+        """The conditioning states are projected to cross-attention keys/values at the first step only (kept in the
+        cache): once for 3 inputs x 2 beams; without a cache at every step, with the same tokens."""
+        checked = 0
+        for model_class in self.tester.generative_model_classes:
+            model, images = self._model_and_images(model_class)
+            key = self.tester.cross_attention_key(model)
+            if key is None:
+                continue
+            checked += 1
+            calls = []
+            handle = key.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+            try:
+                cached = model.generate(**images, max_new_tokens=6, num_beams=2)
+                assert calls == [6], (model_class.__name__, calls)
+                calls.clear()
+                uncached = model.generate(**images, max_new_tokens=6, num_beams=2, use_cache=False)
+                assert len(calls) == uncached.shape[1] - 1
+            finally:
+                handle.remove()
+            assert torch.equal(cached, uncached)
+        if not checked:
+            pytest.skip("no generating head of this model cross-attends conditioning states")
 
     def test_a_prompt_that_already_ended_is_refused(self):
         for model_class in self.tester.generative_model_classes:

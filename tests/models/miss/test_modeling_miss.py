@@ -1,4 +1,4 @@
-"""MISS on the shared model and momentum checks (tests/common), plus what is special to MISS: each loss against a
+"""MISS on the shared model, momentum and contrastive checks (tests/common), plus what is special to MISS: each loss against a
 reference computation written here, the towers against transformers' BLIP towers, the tied pre-training decoder, VQA
 initialisation from pre-training, answer ranking, the released model's size."""
 
@@ -6,20 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from torch.nn import functional as F
-from transformers import (
-    AutoModelForZeroShotImageClassification,
-    BertTokenizer,
-    BlipImageProcessor,
-    BlipTextConfig,
-    BlipTextLMHeadModel,
-    BlipTextModel,
-    BlipVisionConfig,
-    BlipVisionModel,
-    pipeline,
-)
+from transformers import BlipTextConfig, BlipTextLMHeadModel, BlipTextModel, BlipVisionConfig, BlipVisionModel
 
 import medvlp_hf
 from medvlp_hf import MISSConfig, MISSForPreTraining, MISSForReportGeneration, MISSForRetrieval, MISSForVQA, MISSModel
+from tests.common.contrastive_tester import ContrastiveTesterMixin
 from tests.common.model_tester import ModelTesterMixin
 from tests.common.momentum_tester import MomentumTesterMixin
 from tests.models.miss.tester import (
@@ -42,6 +33,10 @@ class TestMISSModel(ModelTesterMixin):
 
 class TestMISSMomentum(MomentumTesterMixin):
     momentum_tester = MISSMomentumTester()
+
+
+class TestMISSContrastive(ContrastiveTesterMixin):
+    tester = TESTER
 
 
 def build(model_class, seed=0, **overrides):
@@ -391,59 +386,6 @@ def test_answer_ranking_is_the_exhaustive_likelihood_ranking():
     smoothed = model.rank_answers(inputs["input_ids"], inputs["pixel_values"], answers, inputs["attention_mask"],
                                   answer_mask, k=4).scores
     torch.testing.assert_close(smoothed, expected_smoothed, atol=1e-5, rtol=1e-5)
-
-
-# ------------------------------------------------------------------ base model, retrieval, zero-shot
-
-
-def test_base_model_gives_clip_style_logits_for_any_numbers_of_images_and_texts():
-    model = build(MISSModel)
-    inputs = batch(model.config, batch_size=3)
-    with torch.no_grad():
-        output = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                       pixel_values=inputs["pixel_values"][:2])
-        image = F.normalize(model.get_image_features(inputs["pixel_values"][:2]), dim=-1)
-        text = F.normalize(model.get_text_features(inputs["input_ids"], inputs["attention_mask"]), dim=-1)
-    assert model.get_image_features(inputs["pixel_values"]).shape == (3, model.config.projection_dim)
-    torch.testing.assert_close(output.logits_per_image, image @ text.T / model.config.itc_temperature)
-    torch.testing.assert_close(output.logits_per_text, output.logits_per_image.T)
-    with pytest.raises(ValueError, match="get_image_features"):
-        model(pixel_values=inputs["pixel_values"])
-
-
-def test_retrieval_scores_are_the_itm_head_on_the_joint_encoding():
-    model = build(MISSForRetrieval)
-    inputs = batch(model.config)
-    with torch.no_grad():
-        output = model(**inputs)
-        joint = model.get_joint_features(**inputs).last_hidden_state[:, 0]
-        states = model.vision_model(inputs["pixel_values"]).last_hidden_state
-        from_states = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                            image_hidden_states=states)
-    torch.testing.assert_close(output.logits, model.itm_head(joint))
-    torch.testing.assert_close(output.scores, output.logits.softmax(-1)[:, 1])
-    torch.testing.assert_close(from_states.logits, output.logits)
-
-
-def test_zero_shot_pipeline_and_auto_class(tmp_path):
-    model = build(MISSModel)
-    model.save_pretrained(tmp_path)
-    assert type(AutoModelForZeroShotImageClassification.from_pretrained(tmp_path)) is MISSModel
-    tokenizer = BertTokenizer(str(medvlp_hf.bert_base_uncased_vocab_file()))
-    image_processor = BlipImageProcessor(size={"height": 32, "width": 32})
-    classifier = pipeline("zero-shot-image-classification", model=model, tokenizer=tokenizer,
-                          image_processor=image_processor)
-    from PIL import Image
-
-    image = Image.fromarray((torch.rand(40, 40, 3) * 255).byte().numpy())
-    labels = ["effusion", "pneumothorax", "no finding"]
-    result = classifier(image, candidate_labels=labels)
-    texts = tokenizer([f"This is a photo of {label}." for label in labels], padding=True, return_tensors="pt")
-    pixels = image_processor(images=[image], return_tensors="pt")["pixel_values"]
-    with torch.no_grad():
-        expected = model(input_ids=texts["input_ids"], attention_mask=texts["attention_mask"],
-                         pixel_values=pixels).logits_per_image.softmax(-1)[0]
-    assert {entry["label"]: entry["score"] for entry in result} == pytest.approx(dict(zip(labels, expected.tolist())))
 
 
 # ------------------------------------------------------------------ inputs

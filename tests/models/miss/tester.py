@@ -156,6 +156,9 @@ class MISSGenerationTester(GenerationTester):
     def prompt_with_end_token(self, config):
         return [SMALL_DEC, 10, 11, SMALL_SEP]
 
+    def cross_attention_key(self, model):
+        return model.text_decoder.bert.encoder.layer[0].crossattention.self.key
+
     def reference_greedy(self, model, image_inputs, max_new_tokens):
         """Greedy decoding by re-running the whole decoder on the whole answer/report so far at every step (no
         cache): what the released code does under current transformers."""
