@@ -1,20 +1,27 @@
 #!/usr/bin/env python
-r"""Vision-language pre-training with Trainer, following MedViLL: masked language modelling on the report
-(15% of its tokens, 80/10/10) plus image-report matching against label-conditioned negatives (a report of a
-record with a different CheXpert label set; random other reports for data without labels), under the
-attention mask of the config (`attention_mask_type`: bar (MedViLL), bidirectional, s2s, bi_s2s, non_crossing;
-set it with --config_overrides attention_mask_type=bi_s2s).
+r"""Vision-language pre-training with Trainer, in the protocol of the model's paper:
+
+- MedViLL: masked language modelling on the report (15% of its tokens, 80/10/10) plus image-report matching
+  against label-conditioned negatives (a report of a record with a different CheXpert label set; random other
+  reports for data without labels), under the attention mask of the config (`attention_mask_type`: bar (MedViLL),
+  bidirectional, s2s, bi_s2s, non_crossing; set it with --config_overrides attention_mask_type=bi_s2s);
+- models that pre-train on matching pairs (MISS): the batch holds (image, caption) pairs and the caption's LM labels,
+  the model draws everything else itself: ITC with momentum encoders and feature queues (updated once per optimizer
+  step by MomentumUpdateCallback, never in evaluation), ITM on hard negatives, LM with label smoothing.
 
     python examples/run_pretraining.py --dataset demo --model_type medvill --config tiny \
         --output_dir outputs/demo-pretraining --do_train --do_eval
     python examples/run_pretraining.py --dataset mimic_cxr --data_dir /data/mimic-cxr-jpg --model_type medvill \
         --config base --output_dir outputs/medvill-base --do_train --do_eval
+    python examples/run_pretraining.py --dataset transcap_nih --data_dir ../shared/data/nih_cxr14_sample \
+        --model_type miss --config small --output_dir outputs/miss-transcap --do_train --do_eval
 
 Writes the model with its processor (loadable with AutoModelForPreTraining and AutoProcessor; the downstream
-scripts take the folder as --model_name_or_path), eval_results.json (eval_loss, eval_mlm_accuracy,
-eval_itm_accuracy) and eval_predictions.jsonl. Datasets: demo, mimic_cxr, report_jsonl, iu_xray, roco, medicat.
+scripts take the folder as --model_name_or_path), eval_results.json (eval_loss and, MedViLL, eval_mlm_accuracy,
+eval_itm_accuracy; MISS, eval_itc_image_to_text_accuracy, eval_itc_text_to_image_accuracy, eval_itm_accuracy,
+eval_lm_loss, eval_lm_accuracy) and eval_predictions.jsonl. Datasets: demo, mimic_cxr, report_jsonl, iu_xray, roco,
+medicat, transcap_nih (TransCap captions of NIH ChestX-ray14 labels, new ones every epoch).
 """
-
 import shlex
 import sys
 
@@ -29,7 +36,8 @@ from medvlp_hf.training import (
 )
 from medvlp_hf.training.datasets import PRETRAINING
 from medvlp_hf.training.pretraining import (
-    PREDICTION_OUTPUTS, negatives_for, pretraining_metrics, pretraining_prediction_rows, reduce_pretraining_outputs,
+    PREDICTION_OUTPUTS, MatchingPairMetrics, check_pair_batches, negatives_for, pretraining_metrics,
+    pretraining_prediction_rows, reduce_pretraining_outputs,
 )
 
 # A learning rate and length for the CPU presets on small data; MedViLL pre-trained the base model with AdamW 1e-5
@@ -46,7 +54,7 @@ DEFAULTS = {
     "save_total_limit": 2,
     "label_names": ["labels", "itm_labels"],
 }
-CARD_METRICS = ("mlm_accuracy", "itm_accuracy")
+CARD_METRICS = ("mlm_accuracy", "itm_accuracy", "itc_image_to_text_accuracy", "lm_loss")
 
 
 def main(argv=None):
@@ -63,11 +71,30 @@ def main(argv=None):
     model = build_trainable_model(model_args, AutoModelForPreTraining, config)
     processor = build_processor(model_args, config)
 
-    def collator(dataset):
-        if dataset is None:
-            return None
-        return PreTrainingCollator(processor, negatives=negatives_for(dataset, column), mask_first_if_none=True,
-                                   max_length=data_args.max_seq_length, text_column=column, seed=training_args.seed)
+    if getattr(model, "pretrains_on_matching_pairs", False):
+        check_pair_batches(splits, training_args)
+        training_args.label_names = ["labels"]
+        objectives = MatchingPairMetrics(config.pretraining_objectives, config.label_smoothing)
+
+        def collator(dataset):
+            return PreTrainingCollator(processor, mlm_probability=None, max_length=data_args.max_seq_length,
+                                       text_column=column, seed=training_args.seed)
+
+        evaluation = dict(compute_metrics=objectives.compute_metrics, preprocess_logits_for_metrics=objectives.reduce,
+                          prediction_outputs=objectives.prediction_outputs)
+        prediction_rows = objectives.prediction_rows
+    else:
+
+        def collator(dataset):
+            if dataset is None:
+                return None
+            return PreTrainingCollator(processor, negatives=negatives_for(dataset, column), mask_first_if_none=True,
+                                       max_length=data_args.max_seq_length, text_column=column,
+                                       seed=training_args.seed)
+
+        evaluation = dict(compute_metrics=pretraining_metrics, preprocess_logits_for_metrics=reduce_pretraining_outputs,
+                          prediction_outputs=PREDICTION_OUTPUTS)
+        prediction_rows = pretraining_prediction_rows
 
     trainer = MedVLPTrainer(
         model=model,
@@ -78,13 +105,11 @@ def main(argv=None):
         eval_data_collator=collator(splits.get("eval") or splits.get("predict")),
         eval_collator_seed=training_args.seed,
         processing_class=processor,
-        compute_metrics=pretraining_metrics,
-        preprocess_logits_for_metrics=reduce_pretraining_outputs,
-        prediction_outputs=PREDICTION_OUTPUTS,
+        **evaluation,
     )
     return run_phases(
         trainer, processor, model_args, data_args, splits, split_names,
-        evaluate=trainer_evaluator(trainer, pretraining_prediction_rows),
+        evaluate=trainer_evaluator(trainer, prediction_rows),
         card_metrics=CARD_METRICS,
         push=push,
         command=shlex.join(["python", "examples/run_pretraining.py", *argv]),

@@ -1,20 +1,30 @@
 #!/usr/bin/env python
-r"""Closed-set medical visual question answering with Trainer, following MedViLL's protocol: bidirectional
-attention, a classifier over a fixed answer list (VQA-RAD: MEVF's answer_all_list.json; otherwise the
-training answers), soft-score BCE targets, and accuracy of the arg-max answer split by answer type.
+r"""Medical visual question answering with Trainer, in the protocol of the model's paper:
+
+- closed-set models (MedViLL): bidirectional attention, a classifier over a fixed answer list (VQA-RAD: MEVF's
+  answer_all_list.json; otherwise the training answers), soft-score BCE targets, accuracy of the arg-max answer by
+  answer type;
+- generative models (MISS; the model class can `generate()`): the answer decoder learns the reference answer, and
+  evaluation writes every answer with `generate()` (the model's own settings unless --num_beams / --max_new_tokens
+  say otherwise; MISS: the released beam search, 3 beams, at most 10 tokens), scored as an exact match after
+  VQA-v2 normalisation by answer type, plus MISS's yes/no accuracy (ACC.py, matched by question id).
 
     python examples/run_vqa.py --dataset demo --model_type medvill --config tiny \
         --output_dir outputs/demo-vqa --do_train --do_eval
     python examples/run_vqa.py --dataset vqa_rad --data_dir ../shared/data/vqa_rad --model_type medvill \
         --config small --output_dir outputs/vqa-rad-small --do_train --do_eval
+    python examples/run_vqa.py --dataset vqa_rad --data_dir ../shared/data/vqa_rad --model_type miss \
+        --config small --output_dir outputs/miss-vqa-rad --do_train --do_eval
+    python examples/run_vqa.py --dataset slake --data_dir SLAKE --model_name_or_path MISS_VQA_FOLDER \
+        --peft ia3 --output_dir outputs/miss-slake-ia3 --do_train --do_eval      # or --train_attention_only
     torchrun --standalone --nproc_per_node 2 examples/run_vqa.py ...   # DDP (gloo on CPU)
 
 Writes to --output_dir the model with its processor (loadable with AutoModelForVisualQuestionAnswering and
-AutoProcessor), eval_results.json (eval_closed_accuracy, eval_open_accuracy, eval_overall_accuracy, ...),
-eval_predictions.jsonl, and with --do_predict predict_results.json / predict_predictions.jsonl.
+AutoProcessor), eval_results.json (eval_closed_accuracy, eval_open_accuracy, eval_overall_accuracy, generative
+models also eval_yes_no_accuracy, and the majority baseline's eval_baseline_*), eval_predictions.jsonl, and with
+--do_predict predict_results.json / predict_predictions.jsonl.
 Datasets: demo (synthetic, no files), vqa_rad (--organ all|CHEST|HEAD|ABD), slake (--language), pathvqa.
 """
-
 import shlex
 import sys
 
@@ -22,12 +32,16 @@ import cpu_threads  # noqa: F401  (sets the OpenMP wait policy; must come before
 
 from transformers import AutoModelForVisualQuestionAnswering, set_seed
 
-from medvlp_hf.data import VQACollator
+from medvlp_hf.data import GenerativeVQACollator, VQACollator
 from medvlp_hf.training import (
-    MedVLPTrainer, build_processor, build_trainable_model, load_config, load_task_dataset, parse_arguments,
-    run_phases, run_splits, setup_logging, take_push_to_hub, trainer_evaluator,
+    ImageToTextTrainer, MedVLPTrainer, build_processor, build_trainable_model, load_config, load_task_dataset,
+    model_class_for, parse_arguments, run_phases, run_splits, setup_logging, take_push_to_hub, trainer_evaluator,
 )
 from medvlp_hf.training.datasets import VQA
+from medvlp_hf.training.generative_vqa import (
+    GENERATION_INPUT_NAMES, generation_kwargs, generative_vqa_metrics, generative_vqa_prediction_rows,
+    majority_answer_texts,
+)
 from medvlp_hf.training.vqa import (
     VQAArguments, accuracy_summary, answer_head_is_new, majority_answers, resolve_answers, set_answers,
     start_answer_logits_at_uniform_prior, vqa_metrics, vqa_prediction_rows,
@@ -65,7 +79,25 @@ def main(argv=None):
 
     dataset_dict = load_task_dataset(data_args, VQA)
     splits, split_names = run_splits(dataset_dict, data_args, training_args)
+    training_answers = splits.get("train", dataset_dict.get("train"))
     config = load_config(model_args)
+    generative = model_class_for(AutoModelForVisualQuestionAnswering, config, model_args).can_generate()
+    build = generative_parts if generative else closed_set_parts
+    trainer, processor, evaluate, baseline_answers = build(
+        config, model_args, data_args, vqa_args, training_args, splits, dataset_dict, training_answers
+    )
+    return run_phases(
+        trainer, processor, model_args, data_args, splits, split_names,
+        evaluate=evaluate,
+        card_metrics=CARD_METRICS,
+        push=push,
+        command=shlex.join(["python", "examples/run_vqa.py", *argv]),
+        summary=lambda metrics, phase, split: accuracy_summary(metrics, phase, split, baseline_answers),
+    )
+
+
+def closed_set_parts(config, model_args, data_args, vqa_args, training_args, splits, dataset_dict, training_answers):
+    """(trainer, processor, evaluate, baseline answers) of a classifier over the run's answer vocabulary."""
     answers = resolve_answers(config, model_args, data_args, vqa_args, dataset_dict)
     new_head = answer_head_is_new(model_args, config, answers)
     set_answers(config, answers)
@@ -74,27 +106,45 @@ def main(argv=None):
         initialize=start_answer_logits_at_uniform_prior if new_head else None,
     )
     processor = build_processor(model_args, config)
-    training_answers = splits.get("train", dataset_dict.get("train"))
     baseline = majority_answers(training_answers, answers) if training_answers is not None else {}
-    collator = VQACollator(processor, answers, max_length=data_args.max_seq_length)
     trainer = MedVLPTrainer(
         model=model,
         args=training_args,
         train_dataset=splits.get("train"),
         eval_dataset=splits.get("eval"),
-        data_collator=collator,
+        data_collator=VQACollator(processor, answers, max_length=data_args.max_seq_length),
         processing_class=processor,
         compute_metrics=vqa_metrics(splits["eval"], baseline) if "eval" in splits else None,
     )
-    return run_phases(
-        trainer, processor, model_args, data_args, splits, split_names,
-        evaluate=trainer_evaluator(trainer, vqa_prediction_rows(config.id2label),
-                                   metrics_for=lambda dataset: vqa_metrics(dataset, baseline)),
-        card_metrics=CARD_METRICS,
-        push=push,
-        command=shlex.join(["python", "examples/run_vqa.py", *argv]),
-        summary=lambda metrics, phase, split: accuracy_summary(metrics, phase, split, baseline, config.id2label),
+    evaluate = trainer_evaluator(trainer, vqa_prediction_rows(config.id2label),
+                                 metrics_for=lambda dataset: vqa_metrics(dataset, baseline))
+    return trainer, processor, evaluate, {kind: config.id2label[label] for kind, label in baseline.items()}
+
+
+def generative_parts(config, model_args, data_args, vqa_args, training_args, splits, dataset_dict, training_answers):
+    """(trainer, processor, evaluate, baseline answers) of a model that writes its answers with generate()."""
+    model = build_trainable_model(model_args, AutoModelForVisualQuestionAnswering, config)
+    processor = build_processor(model_args, config)
+    baseline = majority_answer_texts(training_answers) if training_answers is not None else {}
+
+    def metrics_for(dataset):
+        return generative_vqa_metrics(dataset, processor.tokenizer, baseline)
+
+    trainer = ImageToTextTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=splits.get("train"),
+        eval_dataset=splits.get("eval"),
+        data_collator=GenerativeVQACollator(processor, max_length=data_args.max_seq_length,
+                                            max_answer_length=vqa_args.max_answer_length),
+        processing_class=processor,
+        compute_metrics=metrics_for(splits["eval"]) if "eval" in splits else None,
+        generation_kwargs=generation_kwargs(vqa_args),
+        generation_input_names=GENERATION_INPUT_NAMES,
     )
+    evaluate = trainer_evaluator(trainer, generative_vqa_prediction_rows(processor.tokenizer), metrics_for)
+    return trainer, processor, evaluate, baseline
+
 
 if __name__ == "__main__":
     main()

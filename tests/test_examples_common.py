@@ -1,5 +1,5 @@
-"""Helpers for the example-script tests (no tests here): run a script in-process or under torchrun with the
-tiny MedViLL preset on a few synthetic demo rows, and read what it wrote."""
+"""Helpers for the example-script tests (no tests here): run a script in-process or under torchrun with a tiny
+preset (MedViLL's by default) on a few synthetic demo rows, and read what it wrote."""
 
 import importlib.util
 import json
@@ -13,7 +13,11 @@ from safetensors.torch import load_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"
-NO_DROPOUT = "hidden_dropout_prob=0,attention_probs_dropout_prob=0"
+# the config overrides that turn dropout off, per model type (MISS keeps the text towers' fields in text_config)
+NO_DROPOUT = {
+    "medvill": "hidden_dropout_prob=0,attention_probs_dropout_prob=0",
+    "miss": "text_config.hidden_dropout_prob=0,text_config.attention_probs_dropout_prob=0",
+}
 
 
 @cache
@@ -29,10 +33,11 @@ def example(name):
     return module
 
 
-def tiny_args(output_dir, *extra, model=None, train=16, evaluate=8, batch_size=4, dropout=False):
-    """Command line of a quick run on the demo set: from scratch with the tiny preset, or from the checkpoint
-    folder `model` (extra arguments come last and win)."""
-    source = ["--model_type", "medvill", "--config", "tiny"] if model is None else ["--model_name_or_path", str(model)]
+def tiny_args(output_dir, *extra, model=None, model_type="medvill", train=16, evaluate=8, batch_size=4,
+              dropout=False):
+    """Command line of a quick run on the demo set: from scratch with the tiny preset of `model_type`, or from the
+    checkpoint folder `model` (of `model_type`; extra arguments come last and win)."""
+    source = ["--model_type", model_type, "--config", "tiny"] if model is None else ["--model_name_or_path", str(model)]
     args = [
         "--dataset", "demo", *source,
         "--output_dir", str(output_dir),
@@ -42,7 +47,7 @@ def tiny_args(output_dir, *extra, model=None, train=16, evaluate=8, batch_size=4
         "--save_strategy", "no", "--disable_tqdm", "true", "--dataloader_pin_memory", "false", "--seed", "0",
     ]
     if not dropout:
-        args += ["--config_overrides", NO_DROPOUT]
+        args += ["--config_overrides", NO_DROPOUT[model_type]]
     return args + [str(item) for item in extra]
 
 

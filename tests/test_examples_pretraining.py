@@ -1,11 +1,13 @@
-"""examples/run_pretraining.py end to end on a few synthetic demo rows, and a downstream run starting from it."""
+"""examples/run_pretraining.py end to end on a few synthetic demo rows (MedViLL, and MISS on matching pairs), and a
+downstream run starting from it."""
 
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForPreTraining, AutoModelForVisualQuestionAnswering
+from transformers import AutoModelForPreTraining, AutoModelForVisualQuestionAnswering, AutoProcessor
 
-from tests.test_examples_common import read_json, read_jsonl, run_example, weights
+from medvlp_hf.data import PreTrainingCollator, load_demo
+from tests.test_examples_common import NO_DROPOUT, read_json, read_jsonl, run_example, step_losses, weights
 
 
 def test_pretrain_then_fine_tune_vqa_from_the_checkpoint(tmp_path):
@@ -34,3 +36,72 @@ def test_pretrain_then_fine_tune_vqa_from_the_checkpoint(tmp_path):
     for name, tensor in encoder.items():
         torch.testing.assert_close(weights(vqa)[name], tensor, atol=1e-6, rtol=0, msg=name)
     assert read_json(vqa / "eval_results.json")["eval_samples"] == 8
+
+
+MISS = {"model_type": "miss"}
+LM_ONLY = NO_DROPOUT["miss"] + ',pretraining_objectives=["lm"]'
+
+
+def test_miss_pretrains_on_matching_pairs_with_one_momentum_update_per_optimizer_step(tmp_path):
+    """ITC, ITM and LM from plain (image, caption) pairs; 16 rows in micro-batches of 4 accumulated 2 by 2 are 2
+    optimizer steps of 8, so the feature queue holds 16 momentum features, none from the evaluation forwards."""
+    out = tmp_path / "miss"
+    metrics = run_example("pretraining", out, "--do_train", "--do_eval", "--gradient_accumulation_steps", "2", **MISS)
+    assert int(weights(out)["feature_queue.queue_ptr"]) == 16
+    assert read_json(out / "trainer_state.json")["global_step"] == 2
+
+    results = read_json(out / "eval_results.json")
+    rows = read_jsonl(out / "eval_predictions.jsonl")
+    assert len(rows) == results["eval_samples"] == 8 and metrics["eval_loss"] == results["eval_loss"]
+    mean = lambda key: sum(row[key] for row in rows) / len(rows)  # noqa: E731
+    assert results["eval_itc_image_to_text_accuracy"] == pytest.approx(mean("itc_image_to_text_right"))
+    assert results["eval_itc_text_to_image_accuracy"] == pytest.approx(mean("itc_text_to_image_right"))
+    itm = ("itm_pair_right", "itm_negative_image_right", "itm_negative_caption_right")
+    assert results["eval_itm_accuracy"] == pytest.approx(sum(mean(key) for key in itm) / 3)
+    tokens = sum(row["lm_tokens"] for row in rows)
+    assert results["eval_lm_tokens"] == tokens > 0
+    assert results["eval_lm_loss"] == pytest.approx(sum(row["lm_loss_sum"] for row in rows) / tokens)
+    assert results["eval_lm_accuracy"] == pytest.approx(sum(row["lm_right_tokens"] for row in rows) / tokens)
+
+    model = AutoModelForPreTraining.from_pretrained(out).eval()
+    collator = PreTrainingCollator(AutoProcessor.from_pretrained(out), mlm_probability=None)
+    batch = collator([load_demo(num_train=0, num_test=8)["test"][i] for i in range(8)])
+    with torch.no_grad():
+        output = model(**batch)
+    assert results["eval_lm_loss"] == pytest.approx(float(output.lm_loss), rel=1e-5)  # one batch of 8: the same mean
+    assert results["eval_itm_accuracy"] == pytest.approx(float((output.itm_logits.argmax(-1) == output.itm_labels)
+                                                               .float().mean()))
+
+
+def test_miss_lm_loss_is_a_token_mean_under_gradient_accumulation(tmp_path):
+    """The collator gives the captions' LM labels, so Trainer counts the target tokens of the accumulated batch and
+    2 x 2 micro-batches train exactly like batches of 4, although their captions have different token counts."""
+    # plain SGD: Adam would scale the rounding noise of gradients that softmax makes zero (key biases) up to lr-sized
+    # steps
+    common = ("--do_train", "--max_steps", "3", "--config_overrides", LM_ONLY, "--optim", "sgd", "--learning_rate", "0.5")
+    run_example("pretraining", tmp_path / "batch4", *common, batch_size=4, **MISS)
+    run_example("pretraining", tmp_path / "accumulated", *common, "--gradient_accumulation_steps", "2", batch_size=2,
+                **MISS)
+    processor = AutoProcessor.from_pretrained(tmp_path / "batch4")
+    reports = load_demo(num_train=16, num_test=0)["train"]["report"]
+    halves = [processor(text=reports[i:i + 2], return_labels=True)["labels"].ne(-100).sum() for i in (0, 2)]
+    assert halves[0] != halves[1], "micro-batches with different token counts, or the test proves nothing"
+    assert step_losses(tmp_path / "accumulated") == pytest.approx(step_losses(tmp_path / "batch4"), rel=1e-5)
+    reference = weights(tmp_path / "batch4")
+    for name, tensor in weights(tmp_path / "accumulated").items():
+        torch.testing.assert_close(tensor, reference[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_miss_pretraining_refuses_a_split_that_ends_with_a_lone_example(tmp_path):
+    with pytest.raises(ValueError, match="the eval split .* ends with a batch of 1 at --per_device_eval_batch_size 8"):
+        run_example("pretraining", tmp_path / "lone", "--do_eval", evaluate=9, **MISS)
+
+
+@pytest.mark.real_data
+def test_miss_pretrains_on_transcap_captions_of_nih_chest_xrays(tmp_path, data_dir):
+    out = tmp_path / "transcap"
+    run_example("pretraining", out, "--dataset", "transcap_nih", "--data_dir", data_dir / "nih_cxr14_sample",
+                "--do_train", "--do_eval", "--max_steps", "2", **MISS)
+    rows = read_jsonl(out / "eval_predictions.jsonl")
+    assert len(rows) == 8 and all(row["id"].endswith(".png") and row["lm_tokens"] > 0 for row in rows)
+    assert read_json(out / "eval_results.json")["eval_lm_tokens"] == sum(row["lm_tokens"] for row in rows)

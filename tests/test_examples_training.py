@@ -47,6 +47,29 @@ def test_config_overrides_take_the_type_of_the_field():
         parse_config_overrides("hidden_size", reference)
 
 
+def test_dotted_config_overrides_set_sub_config_fields(tmp_path):
+    """MISS keeps its towers' fields in vision_config / text_config: 'text_config.x=...' reaches them, from a preset
+    and from a saved checkpoint, and leaves the sub-config's other fields as they were."""
+    reference = config_class_for("miss").from_preset("tiny")
+    overrides = parse_config_overrides("text_config.hidden_dropout_prob=0,vision_config.image_size=48,queue_size=64",
+                                       reference)
+    assert overrides == {"text_config": {"hidden_dropout_prob": 0.0}, "vision_config": {"image_size": 48},
+                         "queue_size": 64}
+    scratch_config = load_config(ModelArguments(model_type="miss", config="tiny", config_overrides="vision_config."
+                                                "image_size=48,text_config.hidden_dropout_prob=0"))
+    assert (scratch_config.vision_config.image_size, scratch_config.vision_config.patch_size) == (48, 8)
+    assert scratch_config.text_config.hidden_dropout_prob == 0.0 and scratch_config.text_config.hidden_size == 32
+    reference.save_pretrained(tmp_path)
+    loaded = load_config(ModelArguments(model_name_or_path=str(tmp_path), config_overrides="text_config.num_hidden_"
+                                        "layers=3"))
+    assert loaded.text_config.num_hidden_layers == 3 and loaded.text_config.hidden_size == 32
+    assert loaded.vision_config.to_dict() == reference.vision_config.to_dict()
+    with pytest.raises(ValueError, match="MISSConfig has no sub-config 'image_config'"):
+        parse_config_overrides("image_config.size=3", reference)
+    with pytest.raises(ValueError, match="MISSTextConfig has no field 'hidden_dims'"):
+        parse_config_overrides("text_config.hidden_dims=3", reference)
+
+
 def scratch(preset, **kwargs):
     return ModelArguments(model_type="medvill", config=preset, **kwargs)
 
@@ -83,7 +106,7 @@ def test_scratch_processor_is_the_model_types_default_processor():
         ({"model_name_or_path": "x", "model_type": "medvill"}, "cannot be combined"),
         ({"model_type": "medvill", "config": "huge"}, r"'huge' is not a medvill preset; choose one of \('base'"),
         ({"model_type": "medvill", "config": "tiny", "lora": True}, "adapts a trained checkpoint"),
-        ({"model_type": "medvill", "config": "tiny", "merge_lora": True}, "add --lora"),
+        ({"model_type": "medvill", "config": "tiny", "merge_lora": True}, "add --lora or --peft ia3"),
     ],
 )
 def test_model_arguments_name_the_problem(kwargs, message):

@@ -1,5 +1,5 @@
-"""The "How to use" code of every card (MedViLL, MISS) runs as written against a tiny checkpoint of that head,
-loaded by repo id from a cache filled with seed_hub_cache, offline."""
+"""The "How to use" code of every model card runs as written against a tiny checkpoint of that head, loaded by repo
+id from a cache filled with seed_hub_cache, offline."""
 import contextlib
 import io
 import re
@@ -10,31 +10,45 @@ from huggingface_hub import constants
 from PIL import Image
 
 import medvlp_hf
-from medvlp_hf import MedViLLConfig, MISSConfig
+from medvlp_hf import M2I2Config, MedViLLConfig, MISSConfig
 from medvlp_hf.hub import card_templates, render_model_card, seed_hub_cache
+from medvlp_hf.models.m2i2 import M2I2Processor
 from medvlp_hf.models.medvill import MedViLLProcessor
 from medvlp_hf.models.miss import MISSProcessor
 from medvlp_hf.resources import bert_base_uncased_vocab_file
 
-CASES = [(model_type, architecture) for model_type in ("medvill", "miss")
+
+def medvill_checkpoint():
+    config = MedViLLConfig.from_preset("tiny", num_labels=3, id2label={0: "yes", 1: "no", 2: "left"},
+                                       label2id={"yes": 0, "no": 1, "left": 2})
+    return config, MedViLLProcessor.from_vocab_file(bert_base_uncased_vocab_file(), image_size=config.image_size)
+
+
+def miss_checkpoint():
+    config = MISSConfig.from_preset("tiny")
+    return config, MISSProcessor.from_vocab_file(bert_base_uncased_vocab_file(),
+                                                 image_size=config.vision_config.image_size)
+
+
+def m2i2_checkpoint():
+    config = M2I2Config.from_preset("tiny")
+    return config, M2I2Processor.from_vocab_file(bert_base_uncased_vocab_file(),
+                                                 image_size=config.vision_config.image_size)
+
+
+CHECKPOINTS = {"medvill": medvill_checkpoint, "miss": miss_checkpoint, "m2i2": m2i2_checkpoint}
+HEADS = [(model_type, architecture) for model_type in CHECKPOINTS
          for architecture in sorted(card_templates.load_model_template(model_type).metadata["architectures"])]
 
 
-def tiny_model_and_processor(model_type, architecture):
-    if model_type == "medvill":
-        config = MedViLLConfig.from_preset("tiny", num_labels=3, id2label={0: "yes", 1: "no", 2: "left"},
-                                           label2id={"yes": 0, "no": 1, "left": 2})
-        processor = MedViLLProcessor.from_vocab_file(bert_base_uncased_vocab_file(), image_size=config.image_size)
-    else:
-        config = MISSConfig.from_preset("tiny")
-        processor = MISSProcessor.from_vocab_file(bert_base_uncased_vocab_file(),
-                                                  image_size=config.vision_config.image_size)
-    return getattr(medvlp_hf, architecture)(config).eval(), processor
+def test_every_model_card_template_is_covered():
+    assert sorted(CHECKPOINTS) == card_templates.available_model_types()
 
 
-@pytest.mark.parametrize("model_type, architecture", CASES)
+@pytest.mark.parametrize("model_type, architecture", HEADS)
 def test_card_usage_snippet_runs(model_type, architecture, tmp_path, monkeypatch):
-    model, processor = tiny_model_and_processor(model_type, architecture)
+    config, processor = CHECKPOINTS[model_type]()
+    model = getattr(medvlp_hf, architecture)(config).eval()
     model.save_pretrained(tmp_path / "saved")
     processor.save_pretrained(tmp_path / "saved")
     repo_id = f"medzoo-test/card-{architecture.lower()}"

@@ -46,6 +46,39 @@ def test_closed_accuracy_counts_every_closed_question():
     assert result["yes_no_count"] == 3
 
 
+def acc_py(test_rows, result_rows):
+    """MISS's ACC.py on lists of {"answer": ...}: closed yes/no questions, paired by list position."""
+    yes, no = ("yes", "Yes"), ("No", "no")
+    classes = lambda answer: 0 if answer in yes else 1 if answer in no else None  # noqa: E731
+    scored = [(test["answer"], result["answer"]) for test, result in zip(test_rows, result_rows)
+              if test["answer"] in yes + no]
+    return sum(classes(a) == classes(b) for a, b in scored) / len(scored), len(scored)
+
+
+def test_yes_no_accuracy_is_acc_py_matched_by_question_id():
+    tests = [{"qid": 7, "answer": "yes"}, {"qid": 3, "answer": "No"}, {"qid": 1, "answer": "no"},
+             {"qid": 4, "answer": "Yes"}, {"qid": 9, "answer": "left"}]
+    results = {7: "yes", 3: "no", 1: "yes", 4: "maybe", 9: "left"}
+    in_order = [{"answer": results[row["qid"]]} for row in tests]
+    accuracy, count = acc_py(tests, in_order)
+    expected = vqa_accuracy([results[row["qid"]] for row in tests], [row["answer"] for row in tests],
+                            ["CLOSED"] * 4 + ["OPEN"])
+    shuffled = dict(reversed(list(results.items())))  # a result file in another order: ACC.py would misalign it
+    by_id = vqa_accuracy(shuffled, [row["answer"] for row in tests], ["CLOSED"] * 4 + ["OPEN"],
+                         question_ids=[row["qid"] for row in tests])
+    assert (by_id["yes_no_accuracy"], by_id["yes_no_count"]) == (accuracy, count) == (0.5, 4)
+    assert by_id == expected
+    assert acc_py(tests, [{"answer": answer} for answer in shuffled.values()])[0] != accuracy
+
+
+def test_matching_by_question_id_refuses_missing_unknown_and_repeated_questions():
+    with pytest.raises(ValueError, match=r"1 reference\(s\) without a prediction \(e.g. \[2\]\), 1 prediction\(s\) of "
+                                         r"unknown questions \(e.g. \[5\]\)"):
+        vqa_accuracy({1: "yes", 5: "no"}, ["yes", "no"], question_ids=[1, 2])
+    with pytest.raises(ValueError, match=r"question ids \['1'\] occur more than once"):
+        vqa_accuracy({1: "yes"}, ["yes", "no"], question_ids=[1, 1])
+
+
 def test_open_recall_and_token_f1_by_hand():
     result = vqa_accuracy(["left lung lobe", "no"], ["the left lobe", "yes"], ["OPEN", "CLOSED"])
     # open: overlap {left, lobe} = 2; recall 2/2, precision 2/3, F1 0.8

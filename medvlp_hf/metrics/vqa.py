@@ -4,7 +4,8 @@
   ``answer_type``. Every closed question is counted: a wrong or unparseable yes/no answer stays in
   the denominator (unlike LLaVA-Med's closed metric, which drops some). Also reports the generative
   token-overlap scores: open recall (share of reference tokens found in the prediction) and token F1,
-  and MISS's yes/no accuracy (closed questions whose reference is yes or no).
+  and MISS's yes/no accuracy (``ACC.py``: closed questions whose reference is yes or no). Predictions can be
+  matched to the references by question id instead of list position.
 * ``vqa_soft_score``: MedViLL / PTUnifier / M3AE ``VQARADScore``: the soft target value of the
   arg-max answer, averaged; with one-hot targets this is plain accuracy.
 """
@@ -62,14 +63,40 @@ def token_recall_f1(predicted: str, expected: str):
     return recall, 2 * precision * recall / (precision + recall)
 
 
-def vqa_accuracy(predictions, references, answer_types=None) -> dict:
+def predictions_by_question_id(predictions, question_ids) -> list:
+    """The prediction of each question in ``question_ids`` from ``predictions``, a mapping {question id: answer}.
+
+    Raises ValueError naming the questions without a prediction, predictions of questions that are not
+    there, and repeated question ids (each would pair with whichever prediction came last)."""
+    ids = list(question_ids)
+    repeated = sorted({str(qid) for qid, count in Counter(ids).items() if count > 1})
+    if repeated:
+        raise ValueError(f"question ids {repeated[:5]} occur more than once among the references; ids must be unique")
+    known = set(ids)
+    missing = [qid for qid in ids if qid not in predictions]
+    unknown = [qid for qid in predictions if qid not in known]
+    if missing or unknown:
+        raise ValueError(
+            f"predictions and references must be about the same questions: {len(missing)} reference(s) without a "
+            f"prediction (e.g. {missing[:3]}), {len(unknown)} prediction(s) of unknown questions (e.g. {unknown[:3]})"
+        )
+    return [predictions[qid] for qid in ids]
+
+
+def vqa_accuracy(predictions, references, answer_types=None, question_ids=None) -> dict:
     """Exact-match accuracy after VQA-v2 normalisation, plus open recall / token F1 and yes/no accuracy.
 
     ``predictions`` and ``references`` are answer strings (numbers are accepted); ``answer_types``
-    holds ``"OPEN"``/``"CLOSED"`` per question. Returns ``accuracy``, ``closed_accuracy``,
+    holds ``"OPEN"``/``"CLOSED"`` per question. With ``question_ids`` (the id of each reference),
+    ``predictions`` is a mapping {question id: answer} matched to the references by id (MISS's
+    ``ACC.py`` pairs the test file and the result file by line, which silently misaligns when
+    either is reordered or loses a line). Returns ``accuracy``, ``closed_accuracy``,
     ``open_accuracy`` with their counts, ``open_recall`` and ``open_token_f1`` (means over open
-    questions), ``token_f1`` (over all), and ``yes_no_accuracy`` with ``yes_no_count``.
+    questions), ``token_f1`` (over all), and ``yes_no_accuracy`` with ``yes_no_count`` (``ACC.py``:
+    the closed questions whose reference is yes or no, right when the prediction is the same word).
     """
+    if question_ids is not None:
+        predictions = predictions_by_question_id(predictions, question_ids)
     if len(predictions) != len(references):
         raise ValueError(f"got {len(predictions)} predictions for {len(references)} references")
     types = normalize_answer_types(answer_types, len(references))

@@ -62,9 +62,16 @@ class ModelArguments:
         default=False,
         metadata={"help": "Keep the image encoder's BatchNorm layers in inference mode while training: running "
                   "statistics are used and never updated. Results then no longer depend on how a batch is split "
-                  "over processes or accumulation steps. Implied by --lora."},
+                  "over processes or accumulation steps. Implied by --peft."},
     )
-    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (PEFT) instead of all weights."})
+    peft: str | None = field(
+        default=None,
+        metadata={"help": "Train PEFT adapters instead of all weights: lora (on the model's `lora_target_modules`) or "
+                  "ia3 (learnt scaling vectors on the model's `ia3_target_modules`; MISS: the released "
+                  "models/peft_miss.py, IA3 on key/value/output.dense of the text encoder and decoder, the image "
+                  "encoder trained in full).", "choices": ["lora", "ia3"]},
+    )
+    lora: bool = field(default=False, metadata={"help": "Same as --peft lora."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
@@ -73,10 +80,17 @@ class ModelArguments:
         metadata={"help": "Comma-separated module names to adapt; default: the model's `lora_target_modules` "
                   "(MedViLL: the attention query/value projections)."},
     )
-    merge_lora: bool = field(
+    merge_adapter: bool = field(
         default=False,
         metadata={"help": "After training, merge the adapters into the weights and save a plain checkpoint in "
                   "output_dir (the adapter itself goes to output_dir/adapter)."},
+    )
+    merge_lora: bool = field(default=False, metadata={"help": "Same as --merge_adapter."})
+    train_attention_only: bool = field(
+        default=False,
+        metadata={"help": "Train the image encoder in full (the model's `image_encoder_modules`) and, elsewhere, only "
+                  "the weights whose name contains 'attention' (self- and cross-attention with their output blocks); "
+                  "everything else stays frozen. MISS: the released SLAKE recipe (train_slake.py)."},
     )
 
     def __post_init__(self):
@@ -86,12 +100,22 @@ class ModelArguments:
             raise ValueError("--model_type and --config build a model from scratch; they cannot be combined with "
                              "--model_name_or_path, whose config.json names the model (use --config_overrides to "
                              "change a checkpoint's config).")
-        if self.merge_lora and not self.lora:
-            raise ValueError("--merge_lora merges LoRA adapters; add --lora.")
-        if self.lora and self.model_name_or_path is None:
-            raise ValueError("--lora adapts a trained checkpoint: pass --model_name_or_path (LoRA on a randomly "
-                             "initialised model would leave the random base weights frozen).")
         if self.lora:
+            if self.peft not in (None, "lora"):
+                raise ValueError(f"--lora means --peft lora; it cannot be combined with --peft {self.peft}.")
+            self.peft = "lora"
+        self.lora = self.peft == "lora"
+        self.merge_adapter = self.merge_adapter or self.merge_lora
+        if self.merge_adapter and self.peft is None:
+            raise ValueError("--merge_adapter (--merge_lora) merges the adapters of a PEFT run; add --lora or "
+                             "--peft ia3.")
+        if self.peft is not None and self.model_name_or_path is None:
+            raise ValueError(f"--peft {self.peft} adapts a trained checkpoint: pass --model_name_or_path (adapters on a "
+                             "randomly initialised model would leave the random base weights frozen).")
+        if self.peft is not None and self.train_attention_only:
+            raise ValueError("--train_attention_only trains part of the model's own weights and --peft trains adapters "
+                             "instead of them; use one of the two.")
+        if self.peft is not None:
             self.freeze_batch_norm = True
 
     def _check_scratch_model(self):

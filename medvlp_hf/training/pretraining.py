@@ -1,6 +1,9 @@
-"""Pre-training evaluation: masked-token accuracy and image-report matching accuracy next to the loss."""
+"""Pre-training evaluation: masked-token accuracy and image-report matching accuracy next to the loss (MedViLL), or
+the metrics of each objective of a model that pre-trains on matching pairs (MISS: ITC, ITM, LM)."""
 
 import numpy as np
+import torch
+from torch.nn import functional as F
 
 from ..data import LabelConditionedNegatives, RandomNegatives
 from .datasets import id_column
@@ -51,3 +54,102 @@ def pretraining_prediction_rows(output, dataset):
             "masked_tokens": int(masked.sum()),
             "masked_correct": int((predicted[masked] == labels[masked]).sum()),
         }
+
+
+class MatchingPairMetrics:
+    """Evaluation of pre-training on matching (image, caption) pairs by the model's own objectives (MISS: ITC with
+    momentum encoders and queues, ITM on hard negatives, LM on the caption; `config.pretraining_objectives`), each
+    reduced to per-example values inside the evaluation loop (`reduce`, for `preprocess_logits_for_metrics`) so the
+    metrics are exact over the whole split whatever the batch and process layout:
+
+    - `itc_image_to_text_accuracy` / `itc_text_to_image_accuracy`: share of images (captions) whose own caption
+      (image) scores highest among the batch's momentum features and the queue, the ITC objective's targets;
+    - `itm_accuracy`: share of the 3 pairs per example (the pair, the caption with its hard-negative image, the image
+      with its hard-negative caption) the ITM head classifies right;
+    - `lm_loss` (the token mean of the label-smoothed decoder cross-entropy, as the model's `lm_loss`), `lm_accuracy`
+      (next-token arg-max) and `lm_tokens` over every target token of the split.
+    """
+
+    OUTPUTS = {"itc": ("logits_per_image", "logits_per_text"), "itm": ("itm_logits", "itm_labels"), "lm": ("logits",)}
+
+    def __init__(self, objectives, label_smoothing=0.0):
+        unknown = sorted(set(objectives) - set(self.OUTPUTS))
+        if unknown:
+            raise ValueError(f"pre-training objectives {unknown} have no evaluation; known: {sorted(self.OUTPUTS)}.")
+        self.objectives = [name for name in self.OUTPUTS if name in objectives]
+        self.label_smoothing = label_smoothing
+
+    @property
+    def prediction_outputs(self) -> tuple:
+        """The model outputs `reduce` reads, in order (`MedVLPTrainer(prediction_outputs=...)`)."""
+        return tuple(name for objective in self.objectives for name in self.OUTPUTS[objective])
+
+    def reduce(self, outputs, labels):
+        """Per-example (B, k) float arrays, one per objective: ITC (image->text, text->image) right, ITM (pair,
+        negative image, negative caption) right, LM (summed loss, target tokens, right tokens)."""
+        outputs = dict(zip(self.prediction_outputs, outputs if isinstance(outputs, tuple) else (outputs,)))
+        reduced = []
+        if "itc" in self.objectives:
+            rows = torch.arange(outputs["logits_per_image"].shape[0], device=outputs["logits_per_image"].device)
+            reduced.append(torch.stack([outputs[name].argmax(-1) == rows for name in self.OUTPUTS["itc"]], -1).float())
+        if "itm" in self.objectives:
+            right = outputs["itm_logits"].argmax(-1) == outputs["itm_labels"]
+            reduced.append(right.view(3, -1).T.float())
+        if "lm" in self.objectives:
+            predicted, targets = outputs["logits"][:, :-1].float(), labels[:, 1:]
+            scored = targets != IGNORE_INDEX
+            losses = F.cross_entropy(predicted.transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
+                                     label_smoothing=self.label_smoothing, reduction="none")
+            right = (predicted.argmax(-1) == targets) & scored
+            reduced.append(torch.stack([losses.sum(-1), scored.sum(-1).float(), right.sum(-1).float()], -1))
+        return tuple(reduced)
+
+    def _by_objective(self, predictions):
+        predictions = predictions if isinstance(predictions, tuple) else (predictions,)
+        return {objective: np.asarray(values, dtype=np.float64) for objective, values in zip(self.objectives, predictions)}
+
+    def compute_metrics(self, prediction) -> dict:
+        reduced = self._by_objective(prediction.predictions)
+        metrics = {}
+        if "itc" in reduced:
+            metrics["itc_image_to_text_accuracy"], metrics["itc_text_to_image_accuracy"] = reduced["itc"].mean(0)
+        if "itm" in reduced:
+            metrics["itm_accuracy"] = float(reduced["itm"].mean())
+        if "lm" in reduced:
+            loss_sum, tokens, right = reduced["lm"].sum(0)
+            metrics.update(lm_loss=loss_sum / tokens, lm_accuracy=right / tokens, lm_tokens=int(tokens))
+        return {name: float(value) if not isinstance(value, int) else value for name, value in metrics.items()}
+
+    def prediction_rows(self, output, dataset):
+        reduced = self._by_objective(output.predictions)
+        for index, row_id in enumerate(dataset[id_column(dataset)]):
+            row = {"id": row_id}
+            if "itc" in reduced:
+                row["itc_image_to_text_right"], row["itc_text_to_image_right"] = map(bool, reduced["itc"][index])
+            if "itm" in reduced:
+                row["itm_pair_right"], row["itm_negative_image_right"], row["itm_negative_caption_right"] = map(
+                    bool, reduced["itm"][index]
+                )
+            if "lm" in reduced:
+                loss_sum, tokens, right = reduced["lm"][index]
+                row.update(lm_loss_sum=float(loss_sum), lm_tokens=int(tokens), lm_right_tokens=int(right))
+            yield row
+
+
+def check_pair_batches(splits, training_args):
+    """Raise ValueError when a split would end with a batch of one example: ITM draws each hard negative from the other
+    examples of its batch, so a lone example has none. Names the split and the batch-size option to change."""
+    options = {"train": "per_device_train_batch_size", "eval": "per_device_eval_batch_size",
+               "predict": "per_device_eval_batch_size"}
+    for phase, dataset in splits.items():
+        batch_size = getattr(training_args, options[phase])
+        per_process = -(-len(dataset) // training_args.world_size)
+        if phase == "train" and training_args.dataloader_drop_last:
+            continue
+        if per_process % batch_size == 1:
+            raise ValueError(
+                f"the {phase} split ({len(dataset)} examples over {training_args.world_size} process(es)) ends with a "
+                f"batch of 1 at --{options[phase]} {batch_size}, and ITM needs at least 2 examples per batch to draw "
+                f"hard negatives from; choose another --{options[phase]}"
+                + (" or --dataloader_drop_last." if phase == "train" else " (or --max_*_samples).")
+            )

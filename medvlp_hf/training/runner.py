@@ -12,7 +12,8 @@ import datasets
 import transformers
 
 from .batch_norm import freeze_batch_norm_statistics
-from .lora import apply_lora, save_lora_result
+from .freezing import train_attention_only
+from .lora import apply_peft, save_lora_result
 from .modeling import build_model
 from .publishing import card_results, publish
 
@@ -64,20 +65,23 @@ def resume_checkpoint(training_args):
 
 def build_trainable_model(model_args, model_class, config, initialize=None):
     """The model to hand to Trainer: loaded or initialised, then `initialize(model)` (e.g. a new head's start
-    values), BatchNorm frozen when asked, and LoRA-wrapped with --lora."""
+    values), BatchNorm frozen when asked, only attention and the image encoder trainable with
+    --train_attention_only, and PEFT-wrapped with --peft (--lora)."""
     model = build_model(model_args, model_class, config)
     if initialize is not None:
         initialize(model)
     if model_args.freeze_batch_norm:
         freeze_batch_norm_statistics(model)
-    return apply_lora(model, model_args) if model_args.lora else model
+    if model_args.train_attention_only:
+        train_attention_only(model)
+    return apply_peft(model, model_args) if model_args.peft else model
 
 
 def train_and_save(trainer, processor, model_args, train_dataset):
     """Train (resuming when asked), save the model (or LoRA adapter) with its processor, log train metrics."""
     result = trainer.train(resume_from_checkpoint=resume_checkpoint(trainer.args))
-    if model_args.lora:
-        save_lora_result(trainer, processor, merge=model_args.merge_lora)
+    if model_args.peft:
+        save_lora_result(trainer, processor, merge=model_args.merge_adapter)
     else:
         trainer.save_model()
     metrics = {**result.metrics, "train_samples": len(train_dataset)}
@@ -137,7 +141,8 @@ def run_phases(trainer, processor, model_args, data_args, splits, split_names, e
     if push:
         results = card_results(metrics, "eval", split_names["eval"], data_args.dataset, card_metrics) if "eval" in splits else []
         publish(trainer, processor, model_args, data_args, results, command)
-    written = ["the trained model (a LoRA adapter with --lora) and its processor"] if "train" in splits else []
+    model = "the trained model" + (f" (a {model_args.peft.upper()} adapter)" if model_args.peft else "")
+    written = [f"{model} and its processor"] if "train" in splits else []
     written += [f"{phase}_results.json and {phase}_predictions.jsonl" for phase in ("eval", "predict") if phase in splits]
     if written and trainer.is_world_process_zero():
         logger.info(f"Written to {trainer.args.output_dir}: {', '.join(written)}.")

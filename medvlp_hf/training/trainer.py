@@ -52,13 +52,15 @@ class MedVLPTrainer(Trainer):
 
 
 class ImageToTextTrainer(MedVLPTrainer):
-    """Evaluation also decodes text from the images alone with `generate(pixel_values=..., **generation_kwargs)`;
-    the generated ids (padded with -100 across batches and processes) become the predictions that
-    `compute_metrics` receives, next to the loss of the teacher-forced evaluation batch."""
+    """Evaluation also decodes text with `generate(**inputs, **generation_kwargs)` from the batch's
+    `generation_input_names` (default the images alone, as report generation; a VQA model reads the question too);
+    the generated ids (padded with -100 across batches and processes) become the predictions that `compute_metrics`
+    receives, next to the loss of the teacher-forced evaluation batch."""
 
-    def __init__(self, *args, generation_kwargs=None, **kwargs):
+    def __init__(self, *args, generation_kwargs=None, generation_input_names=("pixel_values",), **kwargs):
         super().__init__(*args, **kwargs)
         self.generation_kwargs = dict(generation_kwargs or {})
+        self.generation_input_names = tuple(generation_input_names)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         loss, _, _ = super().prediction_step(model, inputs, prediction_loss_only=True, ignore_keys=ignore_keys)
@@ -66,5 +68,6 @@ class ImageToTextTrainer(MedVLPTrainer):
             return loss, None, None
         inputs = self._prepare_inputs(inputs)
         generator = self.accelerator.unwrap_model(model)
-        generated = generator.generate(pixel_values=inputs["pixel_values"], **self.generation_kwargs)
+        conditioning = {name: inputs[name] for name in self.generation_input_names if name in inputs}
+        generated = generator.generate(**conditioning, **self.generation_kwargs)
         return loss, generated, inputs["labels"]

@@ -1,5 +1,6 @@
-"""Closed-set VQA as MedViLL evaluates it: an answer vocabulary, soft-score targets, and accuracy of the
-arg-max answer, split by answer type (closed = yes/no style, open = the rest)."""
+"""VQA arguments, and closed-set VQA as MedViLL evaluates it: an answer vocabulary, soft-score targets, and accuracy
+of the arg-max answer, split by answer type (closed = yes/no style, open = the rest). Generative VQA (the model writes
+its answers) is `generative_vqa`."""
 
 import json
 import math
@@ -29,6 +30,25 @@ class VQAArguments:
     min_answer_count: int = field(
         default=1, metadata={"help": "Keep training answers seen at least this often (when built from the data)."}
     )
+    num_beams: int | None = field(
+        default=None,
+        metadata={"help": "Generative models (MISS): beams of generate(); default the model's generation config (MISS: "
+                  "3, as the released inference)."},
+    )
+    max_new_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Generative models: longest answer in tokens; default the model's generation config (MISS: "
+                  "9 after [DEC], the released max_length=10)."},
+    )
+    max_answer_length: int = field(
+        default=32, metadata={"help": "Generative models: training answers are truncated to this many tokens."}
+    )
+
+    def __post_init__(self):
+        for name in ("num_beams", "max_new_tokens", "max_answer_length"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1, got {value}.")
 
 
 def checkpoint_answers(config):
@@ -135,19 +155,24 @@ def vqa_metrics(dataset, baseline=None):
     return compute_metrics
 
 
-def accuracy_summary(metrics, prefix, split, baseline, id2label) -> str:
-    """The run's VQA accuracies for the log, each beside the majority baseline's (when there is one)."""
+def accuracy_summary(metrics, prefix, split, baseline_answers) -> str:
+    """The run's VQA accuracies for the log (and MISS's yes/no accuracy when the metrics have it), each beside the
+    majority baseline's; `baseline_answers` is {answer type: the baseline's answer}, empty without a baseline."""
     header = f"VQA accuracy on {metrics[f'{prefix}_samples']} {split} questions (share answered right)"
-    if baseline:
+    if baseline_answers:
         header += (", next to a baseline that ignores the image and always gives the most common training answer of "
                    "the question's type")
     lines = [header + ":"]
-    for kind, answer_type in (("closed", CLOSED), ("open", OPEN), ("overall", None)):
-        line = f"  {kind:<8}{metrics[f'{prefix}_{kind}_accuracy']:.3f}"
-        if baseline:
-            line += f"   baseline {metrics[f'{prefix}_baseline_{kind}_accuracy']:.3f}"
+    kinds = [("closed", CLOSED), ("open", OPEN), ("overall", None)]
+    if f"{prefix}_yes_no_accuracy" in metrics:
+        kinds.append(("yes/no", None))
+    for kind, answer_type in kinds:
+        name = kind.replace("/", "_")
+        line = f"  {kind:<8}{metrics[f'{prefix}_{name}_accuracy']:.3f}"
+        if baseline_answers:
+            line += f"   baseline {metrics[f'{prefix}_baseline_{name}_accuracy']:.3f}"
             if answer_type is not None:
-                line += f" (always {id2label[baseline[answer_type]]!r})"
+                line += f" (always {baseline_answers[answer_type]!r})"
         lines.append(line)
     return "\n".join(lines)
 

@@ -19,6 +19,10 @@ The collators work with any processor that follows this protocol (every zoo proc
   with `text_kind="question"` for VQA questions and their answer targets, and writes its model's question layout
   (MedViLL's question cleaning, MISS's `[ENC] question [SEP]` and `[DEC] answer [SEP]`). Other processors get the
   questions as plain text.
+- LM targets of the text itself: a processor whose model also learns to write the text it reads (MISS's pre-training
+  decoder on the caption) lists that kind of text in `text_label_kinds`; called with `return_labels=True` it adds
+  `labels` aligned with `input_ids` (-100 where nothing is predicted). The pre-training collator asks for them when it
+  does no MLM, so Trainer can count the target tokens of an accumulated batch (`num_items_in_batch`).
 
 Datasets must keep their raw columns for these collators (`TrainingArguments(remove_unused_columns=False)`).
 
@@ -42,6 +46,11 @@ PROTOCOL = "the processor protocol of medvlp_hf.data.collators.base"
 def question_mode(processor) -> dict:
     """The processor arguments that mark texts as VQA questions (see the protocol above)."""
     return {"text_kind": "question"} if "question" in getattr(processor, "text_kinds", ()) else {}
+
+
+def text_labels_mode(processor, text_kind: str = "report") -> dict:
+    """The processor arguments that add the LM targets of `text_kind` texts, when it writes them (see the protocol)."""
+    return {"return_labels": True} if text_kind in getattr(processor, "text_label_kinds", ()) else {}
 
 
 class ProcessorCollator:

@@ -5,7 +5,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from .base import ProcessorCollator
+from .base import ProcessorCollator, text_labels_mode
 from .masking import mask_tokens_for_mlm
 from .negatives import NegativeSampler
 
@@ -21,7 +21,8 @@ class PreTrainingCollator(ProcessorCollator):
     masks the first text token of a row where nothing was chosen, as MedViLL does.
 
     Models that mask text or draw hard negatives inside their forward (M2I2, MISS) take plain pairs:
-    `PreTrainingCollator(processor, mlm_probability=None)` gives exactly the processor's outputs.
+    `PreTrainingCollator(processor, mlm_probability=None)` gives exactly the processor's outputs, with the LM `labels`
+    of the captions when the processor writes them (`text_label_kinds`, MISS: the decoder's targets).
     """
 
     def __init__(
@@ -60,7 +61,8 @@ class PreTrainingCollator(ProcessorCollator):
 
     def __call__(self, examples: Sequence[Mapping]) -> dict:
         texts, itm_labels = zip(*(self.pair_text(example) for example in examples))
-        batch = self.encode(self.images_of(examples), texts)
+        labels_mode = text_labels_mode(self.processor) if self.mlm_probability is None else {}
+        batch = self.encode(self.images_of(examples), texts, **labels_mode)
         if self.mlm_probability is not None:
             batch["input_ids"], batch["labels"] = mask_tokens_for_mlm(
                 batch["input_ids"],

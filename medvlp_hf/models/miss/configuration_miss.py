@@ -122,6 +122,9 @@ class MISSTextConfig(PretrainedConfig):
         encoder_hidden_size: width of the states the cross-attention reads (the ViT's; the VQA decoder reads the
             question states, which the original builds with the same 768).
         initializer_range: std of the normal initialisation of the encoder and decoder bodies (BERT's 0.02).
+        pad_token_id / bos_token_id: `[PAD]` and `[DEC]` (the decoder's first token; [`MISSConfig`] writes its own
+            `bos_token_id` here): transformers reads the special tokens from the text config (`get_text_config()`,
+            e.g. Trainer's check that they agree with the tokenizer's).
     """
 
     model_type = "miss_text_model"
@@ -142,6 +145,7 @@ class MISSTextConfig(PretrainedConfig):
         attention_probs_dropout_prob=0.1,
         initializer_range=0.02,
         pad_token_id=0,
+        bos_token_id=30522,
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -157,6 +161,7 @@ class MISSTextConfig(PretrainedConfig):
         self.attention_probs_dropout_prob = attention_probs_dropout_prob
         self.initializer_range = initializer_range
         self.pad_token_id = pad_token_id
+        self.bos_token_id = bos_token_id
         super().__init__(**kwargs)
         if hidden_size % num_attention_heads:
             raise ValueError(
@@ -230,6 +235,7 @@ class MISSConfig(PretrainedConfig):
     ):
         self.vision_config = _sub_config(MISSVisionConfig, vision_config)
         self.text_config = _sub_config(MISSTextConfig, text_config)
+        self.text_config.bos_token_id = bos_token_id
         self.projection_dim = projection_dim
         self.queue_size = queue_size
         self.momentum = momentum

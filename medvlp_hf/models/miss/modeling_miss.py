@@ -742,6 +742,14 @@ class MISSPreTrainedModel(PreTrainedModel):
     # Linear layers that get LoRA adapters: the query and value projections of every text attention (self and cross,
     # encoder and decoder), as in the LoRA paper.
     lora_target_modules = ("query", "value")
+    # The image encoder, trained in full by the released partial fine-tuning recipes below.
+    image_encoder_modules = ("vision_model",)
+    # PEFT IA3 as the released `models/peft_miss.py`: learnt scaling vectors on the attention key/value projections and
+    # on every `output.dense` (attention and feed-forward outputs, all scaled as feed-forward layers, on their input)
+    # of the text encoder and decoder. It wraps only those two towers, so the ViT trains in full next to the vectors.
+    ia3_target_modules = ("key", "value", "output.dense")
+    ia3_feedforward_modules = ("output.dense",)
+    ia3_fully_trained_modules = image_encoder_modules
     # Modules a head adds on top of a checkpoint of another head: freshly initialised when it is fine-tuned from one
     # (the only weights `from_pretrained` may find missing), trained in full under LoRA.
     new_head_modules = ()
@@ -1025,6 +1033,9 @@ class MISSForPreTraining(MISSContrastiveMixin, MISSPreTrainedModel):
 
     _tied_weights_keys = {**_DECODER_TIED_TO_ENCODER, **_LM_HEAD_TIED}
     new_head_modules = ("itm_head", "text_decoder")
+    # Its forward draws the ITM hard negatives and builds every target from matching (image, caption) pairs: a
+    # pre-training batch holds only those pairs (and the captions' LM labels, MISSProcessor(return_labels=True)).
+    pretrains_on_matching_pairs = True
     derived_state_modules = (*_MOMENTUM_MODULES.values(), "feature_queue")
     accepts_loss_kwargs = True
 

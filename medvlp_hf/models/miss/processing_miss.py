@@ -3,7 +3,8 @@
 
 It writes every text layout the MISS heads read (reference/originals.md §4.3-4.6), by `text_kind`:
 - `"report"` (captions and reports; pre-training ITC/ITM/LM, report generation): `text` -> `[CLS] text [SEP]`, at most
-  30 tokens (the model writes `[ENC]`/`[DEC]` over the first token where the original does); `text_target` -> the
+  30 tokens (the model writes `[ENC]`/`[DEC]` over the first token where the original does), with `return_labels=True`
+  also the pre-training LM targets of that same text; `text_target` -> the
   captioning decoder's `[DEC] a picture of text [SEP]`, at most 40 tokens, the prompt not predicted (`MISS_Decoder`);
   `generation_prompt=True` -> `[DEC] a picture of [text]` for `generate()`.
 - `"question"` (VQA): `text` -> `[ENC] question [SEP]`, at most 35 tokens; `text_target` -> the answer decoder's
@@ -39,7 +40,11 @@ class MISSProcessor(ProcessorMixin):
     with `[DEC]` (bos) and `[ENC]` added as special tokens.
 
     Outputs by call (`text_kind="report"` by default, `"question"` for VQA):
-    - `text`: `input_ids`/`attention_mask`, `[CLS] text [SEP]` (report) or `[ENC] question [SEP]` (question).
+    - `text`: `input_ids`/`attention_mask`, `[CLS] text [SEP]` (report) or `[ENC] question [SEP]` (question); with
+      `return_labels=True`, a report's `labels` too: what the pre-training decoder learns to write when it reads the
+      caption as `[DEC] text [SEP]` (the ids, -100 at the first token and at padding; `MISSForPreTraining`'s default
+      targets, `miss_pretrain.py`). Passed explicitly, they let Trainer count the target tokens of an accumulated
+      batch (`num_items_in_batch`), so the LM loss is a true token mean under gradient accumulation.
     - `text_target`: a report gives the captioning decoder's `input_ids`/`attention_mask` `[DEC] a picture of report
       [SEP]` and `labels` (-100 at `[DEC]`, the prompt and padding, as `MISS_Decoder`); an answer
       (`text_kind="question"`) gives the answer decoder's `decoder_input_ids`/`decoder_attention_mask` `[DEC] answer
@@ -64,6 +69,8 @@ class MISSProcessor(ProcessorMixin):
 
     # The kinds of text `__call__` encodes (`text_kind`); the task collators ask for "question" in VQA.
     text_kinds = TEXT_KINDS
+    # The kinds of `text` whose LM targets `return_labels=True` adds (the pre-training collator asks for them).
+    text_label_kinds = ("report",)
 
     def __init__(
         self,
@@ -152,6 +159,7 @@ class MISSProcessor(ProcessorMixin):
         text_target=None,
         text_kind="report",
         generation_prompt=False,
+        return_labels=False,
         padding="longest",
         truncation=True,
         max_length=None,
@@ -171,6 +179,8 @@ class MISSProcessor(ProcessorMixin):
                 `text_kind="question"` (see the class docstring for the outputs).
             text_kind (`"report"` or `"question"`): what `text` and `text_target` hold.
             generation_prompt (`bool`): encode the decoder's start for `generate()` (see the class docstring).
+            return_labels (`bool`): with report `text`, also return its pre-training LM `labels` (see the class
+                docstring).
             padding (`"longest"`, `"max_length"`, `True` or `False`): padding of each encoded text.
             truncation (`bool`): keep the first wordpieces that fit `max_length` (as the original's tokenizer call);
                 when `False` a longer text raises ValueError.
@@ -187,10 +197,16 @@ class MISSProcessor(ProcessorMixin):
 
         Raises:
             ValueError: an unknown `text_kind`, texts over `max_length` with `truncation=False`, a number of images
-                other than the number of texts, `text` and `text_target` that would share `input_ids`.
+                other than the number of texts, `text` and `text_target` that would share `input_ids`,
+                `return_labels` without report `text` to take them from.
         """
         if text_kind not in TEXT_KINDS:
             raise ValueError(f"text_kind must be one of {TEXT_KINDS}, got {text_kind!r}.")
+        if return_labels and (text is None or text_kind not in self.text_label_kinds or generation_prompt):
+            raise ValueError(
+                "return_labels=True gives the pre-training LM targets of report `text` ([CLS] report [SEP]); call it "
+                "with report text, without generation_prompt (answer and report targets come from `text_target`)."
+            )
         if text_target is not None and generation_prompt:
             raise ValueError(
                 "generation_prompt=True encodes a start for generate(); a `text_target` is a training target."
@@ -219,6 +235,8 @@ class MISSProcessor(ProcessorMixin):
         if generation_prompt and text_kind == "report":
             starts = [""] * len(data["pixel_values"]) if text is None else text
             data.update(self._encode("prompt", starts, return_tensors, **text_kwargs))
+        elif return_labels:
+            data.update(convert_tensors(self._encode_with_labels("report", text, text_kwargs), return_tensors))
         elif text is not None:
             data.update(self._encode(text_kind, text, return_tensors, **text_kwargs))
         if generation_prompt and text_kind == "question":
@@ -277,14 +295,20 @@ class MISSProcessor(ProcessorMixin):
             return_tensors=return_tensors,
         )
 
-    def _encode_target(self, layout, text, return_tensors, text_kwargs) -> dict:
-        """Targets -> the decoder's inputs and `labels`: the ids, -100 at padding and at the leading `[DEC]` (+ the
-        report prompt), which are given, never predicted."""
+    def _encode_with_labels(self, layout, text, text_kwargs) -> dict:
+        """Texts in `layout` -> `input_ids`/`attention_mask` and `labels`: the ids, -100 at padding and at the leading
+        tokens of the layout (`[CLS]`/`[DEC]` and the report prompt), which are given, never predicted."""
         encoded = self._encode(layout, text, "pt", **text_kwargs)
         leading = len(self._layout(layout)[0])
         real = encoded["attention_mask"].bool()
         given = real & (encoded["attention_mask"].cumsum(dim=1) <= leading)
         encoded["labels"] = encoded["input_ids"].masked_fill(~real | given, IGNORE_INDEX)
+        return encoded
+
+    def _encode_target(self, layout, text, return_tensors, text_kwargs) -> dict:
+        """Targets -> the decoder's inputs and `labels` (`_encode_with_labels`); an answer's go to the answer decoder's
+        `decoder_input_ids`/`decoder_attention_mask`."""
+        encoded = self._encode_with_labels(layout, text, text_kwargs)
         if layout == "answer":
             encoded = {
                 "decoder_input_ids": encoded["input_ids"],

@@ -13,6 +13,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoProcessor, BertTokenizer
 
 import medvlp_hf  # noqa: F401  (registers the zoo's Auto classes)
+from medvlp_hf.data.collators.pretraining import PreTrainingCollator
 from medvlp_hf.data.collators.report_generation import ReportGenerationCollator
 from medvlp_hf.data.collators.vqa import GenerativeVQACollator
 from medvlp_hf.models.miss import MISSConfig, MISSImageProcessor, MISSProcessor
@@ -248,6 +249,34 @@ def test_reports_as_the_pretraining_caption_call(processor, original_tokenizer):
     assert torch.equal(out["attention_mask"], original["attention_mask"])
 
 
+def test_caption_labels_are_the_pretraining_lm_targets(processor, original_tokenizer):
+    """miss_pretrain.py: `decoder_targets = input_ids.masked_fill(input_ids == pad, -100)` with input_ids[:, 0] = [DEC],
+    shifted by the decoder: the first token is never a target; MISSForPreTraining computes the same by default."""
+    out = processor(text=CAPTIONS, return_labels=True)
+    original = original_tokenizer(CAPTIONS, padding="longest", truncation=True, max_length=30, return_tensors="pt")
+    expected = original["input_ids"].masked_fill(original["input_ids"] == PAD, -100)
+    expected[:, 0] = -100
+    assert set(out) == {"input_ids", "attention_mask", "labels"}
+    assert torch.equal(out["input_ids"], processor(text=CAPTIONS)["input_ids"])
+    assert torch.equal(out["labels"], expected)
+    left = processor(text=CAPTIONS[1:], return_labels=True, padding_side="left")
+    first = left["attention_mask"].argmax(-1)
+    assert first.tolist() == [0, 2] and bool((left["input_ids"][[0, 1], first] == CLS).all())
+    expected = left["input_ids"].masked_fill(left["attention_mask"] == 0, -100)
+    expected[[0, 1], first] = -100
+    assert torch.equal(left["labels"], expected)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"images": np.zeros((8, 8, 3), np.uint8)}, {"text": "a", "text_kind": "question"},
+     {"text": "a", "generation_prompt": True}, {"text_target": "a"}],
+)
+def test_caption_labels_need_report_text(processor, kwargs):
+    with pytest.raises(ValueError, match=re.escape("return_labels=True gives the pre-training LM targets of report")):
+        processor(return_labels=True, **kwargs)
+
+
 def test_questions_as_the_vqa_call(processor, original_tokenizer):
     """miss_vqa.py: `tokenizer(question, padding='longest', truncation=True, max_length=35)`, then
     `input_ids[:, 0] = enc_token_id`."""
@@ -410,6 +439,10 @@ def test_collators_produce_the_miss_training_inputs(processor, colour_image):
     )
     assert vqa.keys() == expected.keys()
     assert all(torch.equal(vqa[key], expected[key]) for key in expected)
+    pairs = PreTrainingCollator(processor, mlm_probability=None)(examples)  # asks for the caption's LM labels
+    expected = processor(images=[colour_image] * 2, text=[e["report"] for e in examples], return_labels=True)
+    assert pairs.keys() == expected.keys() == {"pixel_values", "input_ids", "attention_mask", "labels"}
+    assert all(torch.equal(pairs[key], expected[key]) for key in expected)
     report = ReportGenerationCollator(processor)(examples)
     expected = processor(images=[colour_image] * 2, text_target=[e["report"] for e in examples])
     assert report.keys() == expected.keys()

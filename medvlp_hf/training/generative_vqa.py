@@ -1,0 +1,99 @@
+"""Generative VQA as MISS evaluates it: every question answered by `generate()`, the answer scored as an exact match
+after the zoo's answer normalisation (closed / open / overall) and with MISS's yes/no accuracy (`ACC.py`), matched to
+its question by id; next to the majority-answer baseline."""
+
+from collections import Counter
+
+import numpy as np
+
+from ..metrics.vqa import CLOSED, OPEN, normalize_answer_types, vqa_accuracy
+from ..metrics.vqa_normalization import normalize_vqa_answer
+
+IGNORE_INDEX = -100
+# What a generative VQA model's `generate()` reads from a batch: the question and its image.
+GENERATION_INPUT_NAMES = ("input_ids", "attention_mask", "pixel_values")
+METRICS = ("overall_accuracy", "closed_accuracy", "open_accuracy", "yes_no_accuracy")
+
+
+def generation_kwargs(vqa_args) -> dict:
+    """--num_beams / --max_new_tokens where given; otherwise the model's own generation config decides (MISS: the
+    released beam search, 3 beams, at most 10 tokens)."""
+    chosen = {"num_beams": vqa_args.num_beams, "max_new_tokens": vqa_args.max_new_tokens}
+    return {name: value for name, value in chosen.items() if value is not None}
+
+
+def majority_answer_texts(train_dataset) -> dict:
+    """{answer type: the most common training answer of that type}: the answers of a model that ignores the image
+    and reads only whether the question is closed or open. Answers are counted by their normalised form and given as
+    first written in the data (normalised as the metric does); ties go to the answer seen first. A type without training questions gets the most
+    common answer of any type; a training set without answers gives {} (no baseline)."""
+    types = normalize_answer_types(train_dataset["answer_type"], len(train_dataset))
+    counts = {CLOSED: Counter(), OPEN: Counter()}
+    written = {}
+    for answer, answer_type in zip(train_dataset["answer"], types):
+        key = normalize_vqa_answer(answer)
+        written.setdefault(key, str(answer))
+        counts[answer_type][key] += 1
+    overall = counts[CLOSED] + counts[OPEN]
+    if not overall:
+        return {}
+    return {answer_type: written[(counts[answer_type] or overall).most_common(1)[0][0]] for answer_type in counts}
+
+
+def decode_answers(tokenizer, generated) -> list[str]:
+    """Generated ids (B, T), -100-padded across batches by Trainer -> answer strings without special tokens."""
+    ids = np.where(np.asarray(generated) == IGNORE_INDEX, tokenizer.pad_token_id, np.asarray(generated))
+    return [answer.strip() for answer in tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)]
+
+
+def _scores(predictions: dict, columns: dict) -> dict:
+    """The VQA metrics of {qid: answer} against the split's references, matched by question id."""
+    result = vqa_accuracy(predictions, columns["answer"], columns["answer_type"], question_ids=columns["qid"])
+    return {
+        "overall_accuracy": result["accuracy"],
+        "closed_accuracy": result["closed_accuracy"],
+        "open_accuracy": result["open_accuracy"],
+        "closed_count": result["closed_count"],
+        "open_count": result["open_count"],
+        "yes_no_accuracy": result["yes_no_accuracy"],
+        "yes_no_count": result["yes_no_count"],
+        "open_recall": result["open_recall"],
+    }
+
+
+def generative_vqa_metrics(dataset, tokenizer, baseline=None):
+    """compute_metrics for `dataset` (in order): the generated answers are scored against the references by question
+    id (`vqa_accuracy`), and with `baseline` ({answer type: answer}, see `majority_answer_texts`) the accuracies of
+    always giving that answer (`baseline_*`)."""
+    columns = dataset.select_columns(["qid", "answer", "answer_type"]).to_dict()
+
+    def compute_metrics(prediction):
+        answers = decode_answers(tokenizer, prediction.predictions)
+        metrics = _scores(dict(zip(columns["qid"], answers, strict=True)), columns)
+        if baseline:
+            types = normalize_answer_types(columns["answer_type"], len(columns["qid"]))
+            always = {qid: baseline[answer_type] for qid, answer_type in zip(columns["qid"], types)}
+            metrics.update({f"baseline_{name}": value for name, value in _scores(always, columns).items()
+                            if name in METRICS})
+        return metrics
+
+    return compute_metrics
+
+
+def generative_vqa_prediction_rows(tokenizer):
+    """One row per question: the reference, the generated answer, and its score (exact match after normalisation)."""
+
+    def rows(output, dataset):
+        answers = decode_answers(tokenizer, output.predictions)
+        columns = dataset.select_columns(["qid", "question", "answer", "answer_type"]).to_dict()
+        for i, prediction in enumerate(answers):
+            yield {
+                "qid": columns["qid"][i],
+                "question": columns["question"][i],
+                "answer": columns["answer"][i],
+                "answer_type": columns["answer_type"][i],
+                "prediction": prediction,
+                "score": float(normalize_vqa_answer(prediction) == normalize_vqa_answer(columns["answer"][i])),
+            }
+
+    return rows
