@@ -32,6 +32,7 @@ from transformers.models.blip.modeling_blip import BlipMLP, BlipVisionEmbeddings
 from transformers.models.blip.modeling_blip_text import (
     BlipTextEmbeddings,
     BlipTextIntermediate,
+    BlipTextLMPredictionHead,
     BlipTextOnlyMLMHead,
     BlipTextOutput,
     BlipTextSelfOutput,
@@ -812,8 +813,11 @@ class MISSPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        if isinstance(module, BlipTextOnlyMLMHead):
-            init.zeros_(module.predictions.bias)
+        # the module that holds the LM head's bias: transformers initialises a remote-code module only when one of its
+        # own (not its children's) weights is missing, so a rule on BlipTextOnlyMLMHead would never run in
+        # `from_pretrained` and leave a new head's bias as uninitialised memory
+        if isinstance(module, BlipTextLMPredictionHead):
+            init.zeros_(module.bias)
         elif isinstance(module, MISSFeatureQueue):
             for queue in (module.image_queue, module.text_queue):
                 init.normal_(queue)

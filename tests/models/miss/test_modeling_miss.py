@@ -342,6 +342,29 @@ def test_pretraining_from_a_base_checkpoint_copies_the_momentum_encoders(tmp_pat
     torch.testing.assert_close(norms, torch.ones_like(norms))
 
 
+def test_lm_heads_new_to_a_base_checkpoint_start_with_a_zero_bias(tmp_path):
+    """The decoder's LM head that a head adds to a base checkpoint (pre-training, VQA, report generation) is
+    initialised in `from_pretrained`, its bias to zero: transformers initialises a remote-code module only for a weight
+    of its own, so a rule on the bias's parent module left it as uninitialised memory (NaN at times)."""
+    build(MISSModel).save_pretrained(tmp_path)
+    for head_class in (MISSForPreTraining, MISSForVQA, MISSForReportGeneration):
+        predictions = head_class.from_pretrained(tmp_path).text_decoder.cls.predictions
+        assert torch.equal(predictions.bias, torch.zeros_like(predictions.bias)), head_class.__name__
+    # what from_pretrained does, without depending on what the memory held: only the bias is left to initialise
+    model = build(MISSForVQA)
+    for module in model.modules():
+        module._is_hf_initialized = False
+    for tensor in (*model.parameters(), *model.buffers()):
+        tensor._is_hf_initialized = True
+    bias = model.text_decoder.cls.predictions.bias
+    del bias._is_hf_initialized
+    with torch.no_grad():
+        bias.fill_(float("nan"))
+    assert model.is_custom_code()
+    model.initialize_weights()
+    assert torch.equal(bias, torch.zeros_like(bias))
+
+
 # ------------------------------------------------------------------ VQA
 
 
