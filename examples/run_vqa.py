@@ -7,7 +7,14 @@ r"""Medical visual question answering with Trainer, in the protocol of the model
 - generative models (MISS; the model class can `generate()`): the answer decoder learns the reference answer, and
   evaluation writes every answer with `generate()` (the model's own settings unless --num_beams / --max_new_tokens
   say otherwise; MISS: the released beam search, 3 beams, at most 10 tokens), scored as an exact match after
-  VQA-v2 normalisation by answer type, plus MISS's yes/no accuracy (ACC.py, matched by question id).
+  VQA-v2 normalisation by answer type, plus MISS's yes/no accuracy (ACC.py, matched by question id);
+- answer-ranking models (M2I2; the model class has `rank_answers`): the answer decoder learns the reference answer
+  (`[CLS] answer [SEP]`), and evaluation ranks a candidate list for every question (the training answers, or
+  --answer_list) as the released evaluation does: the --rank_top_k candidates (default the model's config; M2I2: 128)
+  whose first token is most probable, re-scored by their full likelihood; questions are encoded with the processor's
+  evaluation settings (M2I2: 50 words, not truncated). Scored as the generative answers are.
+On VQA-RAD every model also reports its accuracies over the 308 freeform test questions (eval_freeform_*), the
+subset M2I2's released evaluation scores.
 
     python examples/run_vqa.py --dataset demo --model_type medvill --config tiny \
         --output_dir outputs/demo-vqa --do_train --do_eval
@@ -15,13 +22,16 @@ r"""Medical visual question answering with Trainer, in the protocol of the model
         --config small --output_dir outputs/vqa-rad-small --do_train --do_eval
     python examples/run_vqa.py --dataset vqa_rad --data_dir ../shared/data/vqa_rad --model_type miss \
         --config small --output_dir outputs/miss-vqa-rad --do_train --do_eval
+    python examples/run_vqa.py --dataset vqa_rad --data_dir ../shared/data/vqa_rad --model_type m2i2 \
+        --config tiny --output_dir outputs/m2i2-vqa-rad --do_train --do_eval
     python examples/run_vqa.py --dataset slake --data_dir SLAKE --model_name_or_path MISS_VQA_FOLDER \
         --peft ia3 --output_dir outputs/miss-slake-ia3 --do_train --do_eval      # or --train_attention_only
     torchrun --standalone --nproc_per_node 2 examples/run_vqa.py ...   # DDP (gloo on CPU)
 
 Writes to --output_dir the model with its processor (loadable with AutoModelForVisualQuestionAnswering and
-AutoProcessor), eval_results.json (eval_closed_accuracy, eval_open_accuracy, eval_overall_accuracy, generative
-models also eval_yes_no_accuracy, and the majority baseline's eval_baseline_*), eval_predictions.jsonl, and with
+AutoProcessor), eval_results.json (eval_closed_accuracy, eval_open_accuracy, eval_overall_accuracy, generative and
+ranking models also eval_yes_no_accuracy, on VQA-RAD eval_freeform_*, and the majority baseline's eval_baseline_*),
+eval_predictions.jsonl, and with
 --do_predict predict_results.json / predict_predictions.jsonl.
 Datasets: demo (synthetic, no files), vqa_rad (--organ all|CHEST|HEAD|ABD), slake (--language), pathvqa.
 """
@@ -34,13 +44,14 @@ from transformers import AutoModelForVisualQuestionAnswering, set_seed
 
 from medvlp_hf.data import GenerativeVQACollator, VQACollator
 from medvlp_hf.training import (
-    ImageToTextTrainer, MedVLPTrainer, build_processor, build_trainable_model, load_config, load_task_dataset,
+    AnswerRankingTrainer, ImageToTextTrainer, MedVLPTrainer, build_processor, build_trainable_model, load_config, load_task_dataset,
     model_class_for, parse_arguments, run_phases, run_splits, setup_logging, take_push_to_hub, trainer_evaluator,
 )
+from medvlp_hf.training.answer_ranking import candidate_answers, ranked_answer_decoder, ranks_answers
 from medvlp_hf.training.datasets import VQA
 from medvlp_hf.training.generative_vqa import (
-    GENERATION_INPUT_NAMES, generation_kwargs, generative_vqa_metrics, generative_vqa_prediction_rows,
-    majority_answer_texts,
+    GENERATION_INPUT_NAMES, generated_answer_decoder, generation_kwargs, generative_vqa_metrics,
+    generative_vqa_prediction_rows, majority_answer_texts,
 )
 from medvlp_hf.training.vqa import (
     VQAArguments, accuracy_summary, answer_head_is_new, majority_answers, resolve_answers, set_answers,
@@ -81,8 +92,11 @@ def main(argv=None):
     splits, split_names = run_splits(dataset_dict, data_args, training_args)
     training_answers = splits.get("train", dataset_dict.get("train"))
     config = load_config(model_args)
-    generative = model_class_for(AutoModelForVisualQuestionAnswering, config, model_args).can_generate()
-    build = generative_parts if generative else closed_set_parts
+    model_class = model_class_for(AutoModelForVisualQuestionAnswering, config, model_args)
+    if ranks_answers(model_class):
+        build = ranking_parts
+    else:
+        build = generative_parts if model_class.can_generate() else closed_set_parts
     trainer, processor, evaluate, baseline_answers = build(
         config, model_args, data_args, vqa_args, training_args, splits, dataset_dict, training_answers
     )
@@ -123,14 +137,39 @@ def closed_set_parts(config, model_args, data_args, vqa_args, training_args, spl
 
 def generative_parts(config, model_args, data_args, vqa_args, training_args, splits, dataset_dict, training_answers):
     """(trainer, processor, evaluate, baseline answers) of a model that writes its answers with generate()."""
-    model = build_trainable_model(model_args, AutoModelForVisualQuestionAnswering, config)
     processor = build_processor(model_args, config)
+    return answer_text_parts(
+        ImageToTextTrainer, generated_answer_decoder(processor.tokenizer), processor, config, model_args, data_args,
+        vqa_args, training_args, splits, training_answers, generation_kwargs=generation_kwargs(vqa_args),
+    )
+
+
+def ranking_parts(config, model_args, data_args, vqa_args, training_args, splits, dataset_dict, training_answers):
+    """(trainer, processor, evaluate, baseline answers) of a model that answers by ranking candidate answers."""
+    processor = build_processor(model_args, config)
+    candidates = candidate_answers(vqa_args, dataset_dict)
+    evaluation_processor = processor.for_evaluation() if hasattr(processor, "for_evaluation") else processor
+    return answer_text_parts(
+        AnswerRankingTrainer, ranked_answer_decoder(candidates), processor, config, model_args, data_args, vqa_args,
+        training_args, splits, training_answers,
+        eval_data_collator=GenerativeVQACollator(evaluation_processor, max_length=data_args.max_seq_length,
+                                                 max_answer_length=vqa_args.max_answer_length),
+        answer_candidates=processor.encode_answer_candidates(candidates),
+        rank_top_k=vqa_args.rank_top_k,
+    )
+
+
+def answer_text_parts(trainer_class, decode, processor, config, model_args, data_args, vqa_args, training_args, splits,
+                      training_answers, **trainer_kwargs):
+    """The parts of a model with an answer decoder whose evaluation answers are texts (`decode(predictions)`),
+    scored by exact match next to the majority answer texts."""
+    model = build_trainable_model(model_args, AutoModelForVisualQuestionAnswering, config)
     baseline = majority_answer_texts(training_answers) if training_answers is not None else {}
 
     def metrics_for(dataset):
-        return generative_vqa_metrics(dataset, processor.tokenizer, baseline)
+        return generative_vqa_metrics(dataset, decode, baseline)
 
-    trainer = ImageToTextTrainer(
+    trainer = trainer_class(
         model=model,
         args=training_args,
         train_dataset=splits.get("train"),
@@ -139,10 +178,10 @@ def generative_parts(config, model_args, data_args, vqa_args, training_args, spl
                                             max_answer_length=vqa_args.max_answer_length),
         processing_class=processor,
         compute_metrics=metrics_for(splits["eval"]) if "eval" in splits else None,
-        generation_kwargs=generation_kwargs(vqa_args),
         generation_input_names=GENERATION_INPUT_NAMES,
+        **trainer_kwargs,
     )
-    evaluate = trainer_evaluator(trainer, generative_vqa_prediction_rows(processor.tokenizer), metrics_for)
+    evaluate = trainer_evaluator(trainer, generative_vqa_prediction_rows(decode), metrics_for)
     return trainer, processor, evaluate, baseline
 
 

@@ -13,10 +13,11 @@ from safetensors.torch import load_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"
-# the config overrides that turn dropout off, per model type (MISS keeps the text towers' fields in text_config)
+# the config overrides that turn dropout off, per model type (MISS and M2I2 keep the text towers' fields in text_config)
 NO_DROPOUT = {
     "medvill": "hidden_dropout_prob=0,attention_probs_dropout_prob=0",
     "miss": "text_config.hidden_dropout_prob=0,text_config.attention_probs_dropout_prob=0",
+    "m2i2": "text_config.hidden_dropout_prob=0,text_config.attention_probs_dropout_prob=0",
 }
 
 

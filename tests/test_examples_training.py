@@ -5,6 +5,7 @@ import importlib
 import inspect
 import json
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -15,13 +16,15 @@ from transformers import EvalPrediction
 
 from medvlp_hf import MedViLLConfig, MedViLLForVQA, config_class_for, default_processor
 from medvlp_hf.auto import ZOO_MODEL_TYPES
-from medvlp_hf.data import demo_answers, load_demo
+from medvlp_hf.data import demo_answers, load_demo, load_vqa_rad
+from medvlp_hf.metrics.vqa import normalize_answer_types
 from medvlp_hf.training import (
     DataArguments, ModelArguments, build_processor, freeze_batch_norm_statistics, load_config, load_task_dataset,
     parse_arguments, parse_config_overrides, run_splits,
 )
+from medvlp_hf.training.generative_vqa import generative_vqa_metrics
 from medvlp_hf.training.vqa import (
-    VQAArguments, answer_head_is_new, majority_answers, resolve_answers, set_answers,
+    VQAArguments, accuracy_summary, answer_head_is_new, freeform_rows, majority_answers, resolve_answers, set_answers,
     start_answer_logits_at_uniform_prior, vqa_metrics,
 )
 from tests.test_examples_common import EXAMPLES, REPO_ROOT, example
@@ -270,6 +273,61 @@ def test_majority_baseline_gives_each_answer_type_its_most_common_known_training
     assert metrics["baseline_closed_accuracy"] == 0.5 and metrics["baseline_open_accuracy"] == pytest.approx(2 / 3)
     assert metrics["baseline_overall_accuracy"] == pytest.approx(3 / 5)
     assert "baseline_closed_accuracy" not in vqa_metrics(evaluated)(EvalPrediction(predictions=logits, label_ids=targets))
+
+
+def freeform_split():
+    """Six VQA-RAD-like test questions, four of them freeform (rows 0, 2, 3, 5)."""
+    return Dataset.from_dict({
+        "qid": [10, 11, 12, 13, 14, 15],
+        "answer": ["yes", "no", "left", "no", "right", "axial"],
+        "answer_type": ["CLOSED", "CLOSED", "OPEN", "CLOSED", "OPEN", "OPEN"],
+        "phrase_type": ["freeform", "para", "freeform", "freeform", "para", "freeform"],
+    })
+
+
+def test_vqa_rad_freeform_accuracies_of_a_classifier_by_hand():
+    answers = ["yes", "no", "left", "right", "axial"]
+    split = freeform_split()
+    targets = np.eye(5)[[answers.index(answer) for answer in split["answer"]]]
+    logits = np.eye(5)[[0, 0, 2, 0, 3, 3]]  # yes (right), yes (wrong), left (right), yes (wrong), right (right), right
+    metrics = vqa_metrics(split, {"CLOSED": 1, "OPEN": 4})(EvalPrediction(predictions=logits, label_ids=targets))
+    # every question: closed 1/3, open 2/3, overall 3/6; freeform (rows 0, 2, 3, 5): closed 1/2, open 1/2, overall 2/4
+    assert (metrics["closed_accuracy"], metrics["open_accuracy"], metrics["overall_accuracy"]) == pytest.approx(
+        (1 / 3, 2 / 3, 1 / 2))
+    assert (metrics["freeform_closed_accuracy"], metrics["freeform_open_accuracy"],
+            metrics["freeform_overall_accuracy"]) == pytest.approx((1 / 2, 1 / 2, 1 / 2))
+    assert (metrics["freeform_closed_count"], metrics["freeform_open_count"]) == (2, 2)
+    # always "no" / "axial": freeform closed 1/2 (row 3), open 1/2 (row 5)
+    assert (metrics["baseline_freeform_closed_accuracy"], metrics["baseline_freeform_open_accuracy"]) == (0.5, 0.5)
+    assert metrics["baseline_closed_accuracy"] == pytest.approx(2 / 3)
+    without = vqa_metrics(split.remove_columns("phrase_type"))(EvalPrediction(predictions=logits, label_ids=targets))
+    assert not any(name.startswith("freeform_") for name in without)
+
+
+def test_vqa_rad_freeform_accuracies_of_answer_texts_by_hand():
+    split = freeform_split()
+    answers = ["yes", "yes", "left", "no", "left", "the axial"]  # right, wrong, right, right, wrong, right (article)
+    metrics = generative_vqa_metrics(split, list, {"CLOSED": "yes", "OPEN": "left"})(
+        EvalPrediction(predictions=answers, label_ids=None))
+    assert (metrics["closed_accuracy"], metrics["open_accuracy"]) == pytest.approx((2 / 3, 2 / 3))
+    assert (metrics["freeform_closed_accuracy"], metrics["freeform_open_accuracy"],
+            metrics["freeform_overall_accuracy"]) == pytest.approx((1.0, 1.0, 1.0))
+    assert metrics["freeform_yes_no_accuracy"] == 1.0 and metrics["freeform_yes_no_count"] == 2
+    # always "yes" / "left": freeform closed 1/2 (row 0), open 1/2 (row 2), overall 2/4
+    assert (metrics["baseline_freeform_closed_accuracy"], metrics["baseline_freeform_open_accuracy"],
+            metrics["baseline_freeform_overall_accuracy"]) == (0.5, 0.5, 0.5)
+    summary = accuracy_summary({f"eval_{name}": value for name, value in {**metrics, "samples": 6}.items()}, "eval",
+                               "test", {"CLOSED": "yes", "OPEN": "left"})
+    assert "freeform overall  1.000   baseline 0.500" in summary
+    assert "the 4 questions of VQA-RAD's freeform test subset" in summary
+
+
+@pytest.mark.real_data
+def test_vqa_rad_test_split_has_the_308_freeform_questions_of_the_released_evaluation(data_dir):
+    test = load_vqa_rad(data_dir / "vqa_rad")["test"]
+    rows = freeform_rows(test)
+    assert len(rows) == 308
+    assert Counter(normalize_answer_types(test.select(rows)["answer_type"], 308)) == {"CLOSED": 185, "OPEN": 123}
 
 
 @pytest.mark.parametrize("script", ["vqa", "classification", "pretraining", "report_generation", "retrieval"])

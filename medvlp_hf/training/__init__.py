@@ -14,9 +14,10 @@ from .publishing import card_results, publish, take_push_to_hub
 from .runner import (
     build_trainable_model, run_phases, save_results, setup_logging, train_and_save, trainer_evaluator,
 )
-from .trainer import ImageToTextTrainer, MedVLPTrainer
+from .trainer import AnswerRankingTrainer, ImageToTextTrainer, MedVLPTrainer
 
 __all__ = [
+    "AnswerRankingTrainer",
     "DATASETS",
     "DataArguments",
     "ImageToTextTrainer",

@@ -2,6 +2,7 @@
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from .. import data
@@ -17,6 +18,9 @@ VQA, REPORT_GENERATION, CLASSIFICATION, RETRIEVAL, PRETRAINING = (
 # the training questions, 0.69 on the test ones); over 2048 images it reaches about 0.8 within 750 steps.
 DEMO_SIZES = {VQA: (2048, 256)}
 DEMO_DEFAULT_SIZES = (512, 128)
+# `--dataset image_caption_json`: the split files ALBEF-style pre-training JSON (M2I2's `clef2022_train.json`, ...) is
+# read from, in --data_dir, whose images the records name relative to --data_dir.
+IMAGE_CAPTION_SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,18 @@ def _load_demo(args, task):
     return data.load_demo(num_train=num_train, num_test=num_test)
 
 
+def _load_image_caption_json(args, task):
+    folder = Path(args.data_dir)
+    files = {split: folder / f"{split}.json" for split in IMAGE_CAPTION_SPLITS if (folder / f"{split}.json").is_file()}
+    if not files:
+        raise FileNotFoundError(
+            f"--dataset image_caption_json reads {', '.join(f'{s}.json' for s in IMAGE_CAPTION_SPLITS)} (any of them: "
+            f'JSON lists of {{"image": path relative to --data_dir, "caption": text or list}}) in --data_dir; '
+            f"{folder} has none."
+        )
+    return data.load_image_caption_json(files, image_root=folder)
+
+
 _REPORT_TASKS = frozenset({REPORT_GENERATION, CLASSIFICATION, RETRIEVAL, PRETRAINING})
 DATASETS = {
     "demo": DatasetEntry(_load_demo, frozenset({VQA}) | _REPORT_TASKS, needs_data_dir=False),
@@ -48,6 +64,7 @@ DATASETS = {
     ),
     "roco": DatasetEntry(lambda args, task: data.load_roco(args.data_dir), frozenset({PRETRAINING})),
     "medicat": DatasetEntry(lambda args, task: data.load_medicat(args.data_dir), frozenset({PRETRAINING})),
+    "image_caption_json": DatasetEntry(_load_image_caption_json, frozenset({PRETRAINING})),
     "transcap_nih": DatasetEntry(
         lambda args, task: data.load_transcap_nih(args.data_dir), frozenset({PRETRAINING})
     ),

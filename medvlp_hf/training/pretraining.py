@@ -1,5 +1,6 @@
 """Pre-training evaluation: masked-token accuracy and image-report matching accuracy next to the loss (MedViLL), or
-the metrics of each objective of a model that pre-trains on matching pairs (MISS: ITC, ITM, LM)."""
+the metrics of each objective of a model that pre-trains on matching pairs (MISS: ITC, ITM, LM; M2I2: ITC, ITM, MLM,
+MIM)."""
 
 import numpy as np
 import torch
@@ -58,19 +59,30 @@ def pretraining_prediction_rows(output, dataset):
 
 class MatchingPairMetrics:
     """Evaluation of pre-training on matching (image, caption) pairs by the model's own objectives (MISS: ITC with
-    momentum encoders and queues, ITM on hard negatives, LM on the caption; `config.pretraining_objectives`), each
-    reduced to per-example values inside the evaluation loop (`reduce`, for `preprocess_logits_for_metrics`) so the
-    metrics are exact over the whole split whatever the batch and process layout:
+    momentum encoders and queues, ITM on hard negatives, LM on the caption; M2I2: ITC, ITM, MLM with the masking the
+    model draws, MIM; `config.pretraining_objectives`), each reduced to per-example values inside the evaluation loop
+    (`reduce`, for `preprocess_logits_for_metrics`) so the metrics are exact over the whole split whatever the batch and
+    process layout:
 
     - `itc_image_to_text_accuracy` / `itc_text_to_image_accuracy`: share of images (captions) whose own caption
       (image) scores highest among the batch's momentum features and the queue, the ITC objective's targets;
     - `itm_accuracy`: share of the 3 pairs per example (the pair, the caption with its hard-negative image, the image
       with its hard-negative caption) the ITM head classifies right;
     - `lm_loss` (the token mean of the label-smoothed decoder cross-entropy, as the model's `lm_loss`), `lm_accuracy`
-      (next-token arg-max) and `lm_tokens` over every target token of the split.
+      (next-token arg-max) and `lm_tokens` over every target token of the split;
+    - `mlm_loss` (cross-entropy to the masked tokens, without the momentum-distillation term), `mlm_accuracy` and
+      `mlm_tokens` over every masked token of the split (the model's `mlm_labels`);
+    - `mim_loss`: the MAE loss (mean squared error of the removed patches of the normalised image) over every removed
+      patch of the split (each batch's mean weighted by its removed patches, `mim_patches`).
     """
 
-    OUTPUTS = {"itc": ("logits_per_image", "logits_per_text"), "itm": ("itm_logits", "itm_labels"), "lm": ("logits",)}
+    OUTPUTS = {
+        "itc": ("logits_per_image", "logits_per_text"),
+        "itm": ("itm_logits", "itm_labels"),
+        "lm": ("logits",),
+        "mlm": ("logits", "mlm_labels"),
+        "mim": ("mim_loss", "mim_patch_mask"),
+    }
 
     def __init__(self, objectives, label_smoothing=0.0):
         unknown = sorted(set(objectives) - set(self.OUTPUTS))
@@ -81,12 +93,14 @@ class MatchingPairMetrics:
 
     @property
     def prediction_outputs(self) -> tuple:
-        """The model outputs `reduce` reads, in order (`MedVLPTrainer(prediction_outputs=...)`)."""
-        return tuple(name for objective in self.objectives for name in self.OUTPUTS[objective])
+        """The model outputs `reduce` reads, in order (`MedVLPTrainer(prediction_outputs=...)`), each named once."""
+        names = (name for objective in self.objectives for name in self.OUTPUTS[objective])
+        return tuple(dict.fromkeys(names))
 
     def reduce(self, outputs, labels):
         """Per-example (B, k) float arrays, one per objective: ITC (image->text, text->image) right, ITM (pair,
-        negative image, negative caption) right, LM (summed loss, target tokens, right tokens)."""
+        negative image, negative caption) right, LM (summed loss, target tokens, right tokens), MLM (summed loss,
+        masked tokens, right tokens), MIM (the batch's loss, removed patches)."""
         outputs = dict(zip(self.prediction_outputs, outputs if isinstance(outputs, tuple) else (outputs,)))
         reduced = []
         if "itc" in self.objectives:
@@ -96,13 +110,23 @@ class MatchingPairMetrics:
             right = outputs["itm_logits"].argmax(-1) == outputs["itm_labels"]
             reduced.append(right.view(3, -1).T.float())
         if "lm" in self.objectives:
-            predicted, targets = outputs["logits"][:, :-1].float(), labels[:, 1:]
-            scored = targets != IGNORE_INDEX
-            losses = F.cross_entropy(predicted.transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
-                                     label_smoothing=self.label_smoothing, reduction="none")
-            right = (predicted.argmax(-1) == targets) & scored
-            reduced.append(torch.stack([losses.sum(-1), scored.sum(-1).float(), right.sum(-1).float()], -1))
+            reduced.append(self._token_sums(outputs["logits"][:, :-1], labels[:, 1:], self.label_smoothing))
+        if "mlm" in self.objectives:
+            reduced.append(self._token_sums(outputs["logits"], outputs["mlm_labels"]))
+        if "mim" in self.objectives:
+            removed = outputs["mim_patch_mask"].float().sum(-1)
+            reduced.append(torch.stack([outputs["mim_loss"].float().expand_as(removed), removed], -1))
         return tuple(reduced)
+
+    @staticmethod
+    def _token_sums(logits, targets, label_smoothing=0.0):
+        """(B, 3): each example's summed cross-entropy, scored tokens and arg-max-right tokens."""
+        predicted = logits.float()
+        scored = targets != IGNORE_INDEX
+        losses = F.cross_entropy(predicted.transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
+                                 label_smoothing=label_smoothing, reduction="none")
+        right = (predicted.argmax(-1) == targets) & scored
+        return torch.stack([losses.sum(-1), scored.sum(-1).float(), right.sum(-1).float()], -1)
 
     def _by_objective(self, predictions):
         predictions = predictions if isinstance(predictions, tuple) else (predictions,)
@@ -115,9 +139,14 @@ class MatchingPairMetrics:
             metrics["itc_image_to_text_accuracy"], metrics["itc_text_to_image_accuracy"] = reduced["itc"].mean(0)
         if "itm" in reduced:
             metrics["itm_accuracy"] = float(reduced["itm"].mean())
-        if "lm" in reduced:
-            loss_sum, tokens, right = reduced["lm"].sum(0)
-            metrics.update(lm_loss=loss_sum / tokens, lm_accuracy=right / tokens, lm_tokens=int(tokens))
+        for objective in ("lm", "mlm"):
+            if objective in reduced:
+                loss_sum, tokens, right = reduced[objective].sum(0)
+                metrics.update({f"{objective}_loss": loss_sum / tokens, f"{objective}_accuracy": right / tokens,
+                                f"{objective}_tokens": int(tokens)})
+        if "mim" in reduced:
+            losses, removed = reduced["mim"].T
+            metrics.update(mim_loss=(losses * removed).sum() / removed.sum(), mim_patches=int(removed.sum()))
         return {name: float(value) if not isinstance(value, int) else value for name, value in metrics.items()}
 
     def prediction_rows(self, output, dataset):
@@ -130,9 +159,11 @@ class MatchingPairMetrics:
                 row["itm_pair_right"], row["itm_negative_image_right"], row["itm_negative_caption_right"] = map(
                     bool, reduced["itm"][index]
                 )
-            if "lm" in reduced:
-                loss_sum, tokens, right = reduced["lm"][index]
-                row.update(lm_loss_sum=float(loss_sum), lm_tokens=int(tokens), lm_right_tokens=int(right))
+            for objective in ("lm", "mlm"):
+                if objective in reduced:
+                    loss_sum, tokens, right = reduced[objective][index]
+                    row.update({f"{objective}_loss_sum": float(loss_sum), f"{objective}_tokens": int(tokens),
+                                f"{objective}_right_tokens": int(right)})
             yield row
 
 

@@ -1,5 +1,7 @@
-"""Trainer subclasses for the examples: reproducible evaluation batches, and generation during evaluation."""
+"""Trainer subclasses for the examples: reproducible evaluation batches, and generation or answer ranking during
+evaluation."""
 
+import torch
 from transformers import Trainer
 
 from .callbacks import MomentumUpdateCallback, momentum_models
@@ -67,7 +69,39 @@ class ImageToTextTrainer(MedVLPTrainer):
         if prediction_loss_only:
             return loss, None, None
         inputs = self._prepare_inputs(inputs)
-        generator = self.accelerator.unwrap_model(model)
         conditioning = {name: inputs[name] for name in self.generation_input_names if name in inputs}
-        generated = generator.generate(**conditioning, **self.generation_kwargs)
-        return loss, generated, inputs["labels"]
+        return loss, self.predict_batch(self.accelerator.unwrap_model(model), conditioning), inputs["labels"]
+
+    def predict_batch(self, model, conditioning):
+        """The predictions of one evaluation batch: the generated ids (B, T)."""
+        return model.generate(**conditioning, **self.generation_kwargs)
+
+
+class AnswerRankingTrainer(ImageToTextTrainer):
+    """Evaluation answers each question by ranking a candidate list with the model's `rank_answers(**question_inputs,
+    **answer_candidates, k=rank_top_k)` (M2I2: the released first-token top-k, then full likelihood); the chosen
+    candidate's index (B, 1) becomes the prediction `compute_metrics` receives, next to the loss of the teacher-forced
+    evaluation batch. `answer_candidates`: `answer_input_ids` / `answer_attention_mask` (A, La) from the processor's
+    `encode_answer_candidates`.
+
+    Scoring a candidate in full takes the decoder's logits over the vocabulary at each of its La positions, for k
+    candidates of every question: (B * k, La, vocab) at once, 27 GB for M2I2 at batch 64, k = 128, La = 27. The batch's
+    questions are therefore ranked a few at a time, so that one call scores at most `max_ranked_rows` candidates
+    (the scores do not depend on the grouping)."""
+
+    def __init__(self, *args, answer_candidates, rank_top_k=None, max_ranked_rows=256, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.answer_candidates = dict(answer_candidates)
+        self.rank_top_k = rank_top_k
+        self.max_ranked_rows = max_ranked_rows
+
+    def predict_batch(self, model, conditioning):
+        candidates = {name: tensor.to(self.args.device) for name, tensor in self.answer_candidates.items()}
+        k = min(self.rank_top_k or model.config.vqa_ranking_top_k, len(candidates["answer_input_ids"]))
+        questions = max(1, self.max_ranked_rows // k)
+        chosen = [
+            model.rank_answers(**{name: tensor[start:start + questions] for name, tensor in conditioning.items()},
+                               **candidates, k=k).answer_indices
+            for start in range(0, len(conditioning["input_ids"]), questions)
+        ]
+        return torch.cat(chosen)[:, None]

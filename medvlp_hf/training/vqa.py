@@ -1,6 +1,6 @@
 """VQA arguments, and closed-set VQA as MedViLL evaluates it: an answer vocabulary, soft-score targets, and accuracy
-of the arg-max answer, split by answer type (closed = yes/no style, open = the rest). Generative VQA (the model writes
-its answers) is `generative_vqa`."""
+of the arg-max answer, split by answer type (closed = yes/no style, open = the rest), on VQA-RAD also over its freeform
+test questions. Generative VQA (the model writes its answers) is `generative_vqa`, answer ranking `answer_ranking`."""
 
 import json
 import math
@@ -18,6 +18,10 @@ from ..metrics.vqa import CLOSED, OPEN, normalize_answer_types, vqa_soft_score
 # MEVF's VQA-RAD answer list (train + test answers, 458), which MedViLL's classifier predicts over.
 VQA_RAD_ANSWER_LIST = "answer_all_list.json"
 _DEFAULT_LABEL = re.compile(r"LABEL_\d+")
+# VQA-RAD's test questions as the clinicians wrote them (phrase_type 'freeform': 308 of 451, 185 closed and 123 open)
+# rather than paraphrased ('para'); M2I2's released evaluation (`vqaRadEval.py`, `VQA(..., freeform=True)`) scores
+# only these, so every VQA-RAD evaluation also reports the accuracies over them, prefixed `freeform_`.
+PHRASE_TYPE_COLUMN, FREEFORM = "phrase_type", "freeform"
 
 
 @dataclass
@@ -43,9 +47,14 @@ class VQAArguments:
     max_answer_length: int = field(
         default=32, metadata={"help": "Generative models: training answers are truncated to this many tokens."}
     )
+    rank_top_k: int | None = field(
+        default=None,
+        metadata={"help": "Answer-ranking models (M2I2): candidates scored in full per question after the first-token "
+                  "pre-selection; default the model's config (M2I2: 128, the released k_test)."},
+    )
 
     def __post_init__(self):
-        for name in ("num_beams", "max_new_tokens", "max_answer_length"):
+        for name in ("num_beams", "max_new_tokens", "max_answer_length", "rank_top_k"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be >= 1, got {value}.")
@@ -64,14 +73,14 @@ def resolve_answers(config, model_args, data_args, vqa_args, dataset_dict):
     --ignore_mismatched_sizes asks for a new head); VQA-RAD's answer_all_list.json; the demo answers; every
     training answer seen --min_answer_count times."""
     if vqa_args.answer_list is not None:
-        return _read_answer_list(Path(vqa_args.answer_list))
+        return read_answer_list(Path(vqa_args.answer_list))
     trained = checkpoint_answers(config)
     if trained is not None and not model_args.ignore_mismatched_sizes:
         return trained
     if data_args.dataset == "vqa_rad" and data_args.data_dir is not None:
         listed = Path(data_args.data_dir) / VQA_RAD_ANSWER_LIST
         if listed.is_file():
-            return _read_answer_list(listed)
+            return read_answer_list(listed)
     if data_args.dataset == "demo":
         return demo_answers()
     if "train" not in dataset_dict:
@@ -80,7 +89,7 @@ def resolve_answers(config, model_args, data_args, vqa_args, dataset_dict):
     return answer_vocabulary(dataset_dict["train"]["answer"], min_count=vqa_args.min_answer_count)
 
 
-def _read_answer_list(path):
+def read_answer_list(path):
     answers = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(answers, list) or not answers or not all(isinstance(a, (str, int)) for a in answers):
         raise ValueError(f"{path} must hold a non-empty JSON list of answers.")
@@ -135,19 +144,47 @@ def _most_common(counts):
     return min(counts, key=lambda label: (-counts[label], label))
 
 
+def freeform_rows(dataset) -> list[int] | None:
+    """The positions of VQA-RAD's freeform questions in `dataset` (see `FREEFORM`), or None when it has none (other
+    datasets, VQA-RAD's training split)."""
+    if PHRASE_TYPE_COLUMN not in dataset.column_names:
+        return None
+    rows = [row for row, phrase_type in enumerate(dataset[PHRASE_TYPE_COLUMN]) if phrase_type == FREEFORM]
+    return rows or None
+
+
+def with_freeform(score, freeform) -> dict:
+    """`score(None)`, the metrics of every question, and with `freeform` rows (`freeform_rows`) `score(freeform)`, the
+    same metrics of those questions, named `freeform_<metric>`."""
+    metrics = score(None)
+    if freeform is not None:
+        metrics.update({f"freeform_{name}": value for name, value in score(freeform).items()})
+    return metrics
+
+
 def vqa_metrics(dataset, baseline=None):
-    """compute_metrics for `dataset` (in order): soft-score accuracy overall and per answer type, and with
-    `baseline` ({answer type: label id}, see `majority_answers`) the accuracies of always giving that answer
-    (`baseline_closed_accuracy`, `baseline_open_accuracy`, `baseline_overall_accuracy`) on the same targets."""
+    """compute_metrics for `dataset` (in order): soft-score accuracy overall and per answer type (on VQA-RAD also over
+    its freeform questions, `freeform_*`), and with `baseline` ({answer type: label id}, see `majority_answers`) the
+    accuracies of always giving that answer (`baseline_closed_accuracy`, `baseline_open_accuracy`,
+    `baseline_overall_accuracy`, ...) on the same targets."""
     answer_types = list(dataset["answer_type"])
+    freeform = freeform_rows(dataset)
+
+    def accuracies(logits, targets):
+        def score(rows):
+            if rows is None:
+                return _accuracies(logits, targets, answer_types)
+            return _accuracies(logits[rows], targets[rows], [answer_types[row] for row in rows])
+
+        return with_freeform(score, freeform)
 
     def compute_metrics(prediction):
-        metrics = _accuracies(prediction.predictions, prediction.label_ids, answer_types)
+        metrics = accuracies(np.asarray(prediction.predictions), np.asarray(prediction.label_ids))
         if baseline:
             always = np.zeros(prediction.label_ids.shape)
             for row, answer_type in enumerate(normalize_answer_types(answer_types, len(answer_types))):
                 always[row, baseline[answer_type]] = 1.0
-            baseline_metrics = _accuracies(always, prediction.label_ids, answer_types)
+            baseline_metrics = accuracies(always, np.asarray(prediction.label_ids))
             metrics.update({f"baseline_{name}": value for name, value in baseline_metrics.items()
                             if name.endswith("accuracy")})
         return metrics
@@ -166,14 +203,21 @@ def accuracy_summary(metrics, prefix, split, baseline_answers) -> str:
     kinds = [("closed", CLOSED), ("open", OPEN), ("overall", None)]
     if f"{prefix}_yes_no_accuracy" in metrics:
         kinds.append(("yes/no", None))
+    freeform = f"{prefix}_freeform_overall_accuracy" in metrics
+    if freeform:
+        kinds += [(f"freeform {kind}", answer_type) for kind, answer_type in kinds if kind != "yes/no"]
     for kind, answer_type in kinds:
-        name = kind.replace("/", "_")
-        line = f"  {kind:<8}{metrics[f'{prefix}_{name}_accuracy']:.3f}"
+        name = kind.replace("/", "_").replace(" ", "_")
+        line = f"  {kind:<18}{metrics[f'{prefix}_{name}_accuracy']:.3f}"
         if baseline_answers:
             line += f"   baseline {metrics[f'{prefix}_baseline_{name}_accuracy']:.3f}"
             if answer_type is not None:
                 line += f" (always {baseline_answers[answer_type]!r})"
         lines.append(line)
+    if freeform:
+        count = metrics[f"{prefix}_freeform_closed_count"] + metrics[f"{prefix}_freeform_open_count"]
+        lines.append(f"  (freeform: the {count} questions of VQA-RAD's freeform test subset, as M2I2's evaluation "
+                     "reports it)")
     return "\n".join(lines)
 
 

@@ -1282,6 +1282,9 @@ class M2I2ForPreTraining(M2I2MomentumMixin, M2I2ContrastiveMixin, M2I2PreTrained
     """
 
     new_head_modules = ("itm_head", "mlm_head", "mim_decoder")
+    # Its forward draws the MLM masking, the image masks and the ITM hard negatives and builds every target from
+    # matching (image, caption) pairs: a pre-training batch holds only those pairs.
+    pretrains_on_matching_pairs = True
     momentum_modules = {
         "vision_model": "vision_model_m",
         "vision_proj": "vision_proj_m",
