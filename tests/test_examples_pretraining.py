@@ -1,5 +1,7 @@
-"""examples/run_pretraining.py end to end on a few synthetic demo rows (MedViLL, and MISS on matching pairs), and a
-downstream run starting from it."""
+"""examples/run_pretraining.py end to end on a few synthetic demo rows (MedViLL, MISS and M2I2 on matching pairs), and
+a downstream run starting from it."""
+
+import json
 
 import numpy as np
 import pytest
@@ -105,3 +107,67 @@ def test_miss_pretrains_on_transcap_captions_of_nih_chest_xrays(tmp_path, data_d
     rows = read_jsonl(out / "eval_predictions.jsonl")
     assert len(rows) == 8 and all(row["id"].endswith(".png") and row["lm_tokens"] > 0 for row in rows)
     assert read_json(out / "eval_results.json")["eval_lm_tokens"] == sum(row["lm_tokens"] for row in rows)
+
+
+M2I2 = {"model_type": "m2i2"}
+
+
+def test_m2i2_pretrains_its_four_objectives_with_one_momentum_update_per_optimizer_step(tmp_path):
+    """ITC, ITM, MLM (masked inside the model) and MIM from plain (image, caption) pairs; 16 rows in micro-batches of
+    4 accumulated 2 by 2 are 2 optimizer steps of 8, so the feature queue holds 16 momentum features, none from the
+    evaluation forwards. Each objective's metric is the evaluation batch's own value, recomputed here."""
+    out = tmp_path / "m2i2"
+    metrics = run_example("pretraining", out, "--do_train", "--do_eval", "--gradient_accumulation_steps", "2", **M2I2)
+    assert int(weights(out)["feature_queue.queue_ptr"]) == 16
+    assert read_json(out / "trainer_state.json")["global_step"] == 2
+
+    results = read_json(out / "eval_results.json")
+    rows = read_jsonl(out / "eval_predictions.jsonl")
+    assert len(rows) == results["eval_samples"] == 8 and metrics["eval_loss"] == results["eval_loss"]
+    mean = lambda key: sum(row[key] for row in rows) / len(rows)  # noqa: E731
+    assert results["eval_itc_image_to_text_accuracy"] == pytest.approx(mean("itc_image_to_text_right"))
+    tokens = sum(row["mlm_tokens"] for row in rows)
+    assert results["eval_mlm_tokens"] == tokens > 0
+    assert results["eval_mlm_accuracy"] == pytest.approx(sum(row["mlm_right_tokens"] for row in rows) / tokens)
+
+    model = AutoModelForPreTraining.from_pretrained(out).eval()
+    batch = PreTrainingCollator(AutoProcessor.from_pretrained(out), mlm_probability=None)(
+        [load_demo(num_train=0, num_test=8)["test"][i] for i in range(8)]
+    )
+    assert "labels" not in batch  # the MLM masking is drawn inside the model
+    with torch.no_grad():
+        output = model(**batch)  # evaluation: the model draws its masks from a generator seeded with 0, as in the run
+    assert results["eval_loss"] == pytest.approx(float(output.loss), rel=1e-5)  # one batch of 8
+    assert results["eval_mim_loss"] == pytest.approx(float(output.mim_loss), rel=1e-5)
+    assert results["eval_mim_patches"] == int(output.mim_patch_mask.sum()) > 0
+    masked = output.mlm_labels != -100
+    assert results["eval_mlm_tokens"] == int(masked.sum())
+    hard_ce = torch.nn.functional.cross_entropy(output.logits[masked], output.mlm_labels[masked])
+    assert results["eval_mlm_loss"] == pytest.approx(float(hard_ce), rel=1e-5)
+    assert results["eval_itm_accuracy"] == pytest.approx(float((output.itm_logits.argmax(-1) == output.itm_labels)
+                                                               .float().mean()))
+    assert results["eval_itc_text_to_image_accuracy"] == pytest.approx(
+        float((output.logits_per_text.argmax(-1) == torch.arange(8)).float().mean()))
+
+
+def test_m2i2_pretrains_on_the_image_caption_json_dataset(tmp_path):
+    """ALBEF's `[{"image", "caption"}]` lists as --dataset image_caption_json: train.json / validation.json in
+    --data_dir, images relative to it; a record with a caption list gives one pair per caption."""
+    data = tmp_path / "captions"
+    (data / "images").mkdir(parents=True)
+    demo = load_demo(num_train=6, num_test=0)["train"]
+    records = []
+    for index, row in enumerate(demo):
+        row["image"].save(data / "images" / f"{index}.png")
+        records.append({"image": f"images/{index}.png", "caption": row["report"]})
+    records[0]["caption"] = [records[0]["caption"], "no acute cardiopulmonary process"]
+    (data / "train.json").write_text(json.dumps(records[:4]), encoding="utf-8")
+    (data / "validation.json").write_text(json.dumps(records[4:]), encoding="utf-8")
+    out = tmp_path / "m2i2"
+    run_example("pretraining", out, "--dataset", "image_caption_json", "--data_dir", data, "--do_train", "--do_eval",
+                "--per_device_eval_batch_size", "2", batch_size=5, **M2I2)
+    assert read_json(out / "train_results.json")["train_samples"] == 5
+    assert [row["id"] for row in read_jsonl(out / "eval_predictions.jsonl")] == ["images/4.png", "images/5.png"]
+    with pytest.raises(FileNotFoundError, match="image_caption_json reads train.json, validation.json, test.json"):
+        run_example("pretraining", out, "--dataset", "image_caption_json", "--data_dir", tmp_path, "--do_train",
+                    **M2I2)

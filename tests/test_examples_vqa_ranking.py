@@ -109,3 +109,21 @@ def test_evaluation_without_candidates_names_the_fix(tmp_path, trained):
             "--do_eval", "--max_train_samples", "16", "--max_eval_samples", "8", "--min_answer_count", "17"]
     with pytest.raises(ValueError, match="--min_answer_count 17 times; lower it or pass --answer_list"):
         example("vqa").main(args)
+
+
+# The examples/README.md record: M2I2 trained from scratch on VQA-RAD on 2 shared CPU cores, answers ranked over the
+# training answers with the released k_test = 128.
+VQA_RAD_RECIPE = ("--dataset", "vqa_rad", "--model_type", "m2i2", "--config", "tiny", "--config_overrides",
+                  "vision_config.image_size=64", "--learning_rate", "2e-3", "--num_train_epochs", "10",
+                  "--dataloader_num_workers", "1", "--do_train", "--do_eval", "--disable_tqdm", "true")
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_m2i2_from_scratch_beats_the_majority_answer_on_vqa_rad_closed_questions(tmp_path, data_dir):
+    metrics = example("vqa").main([*VQA_RAD_RECIPE, "--data_dir", str(data_dir / "vqa_rad"),
+                                   "--output_dir", str(tmp_path / "m2i2-vqa-rad")])
+    assert (metrics["eval_closed_count"], metrics["eval_open_count"]) == (272, 179)
+    assert (metrics["eval_freeform_closed_count"], metrics["eval_freeform_open_count"]) == (185, 123)
+    assert metrics["eval_baseline_closed_accuracy"] == pytest.approx(133 / 272)  # always "no": 0.489
+    assert metrics["eval_closed_accuracy"] > metrics["eval_baseline_closed_accuracy"]
