@@ -44,14 +44,14 @@ MISS = {"model_type": "miss"}
 LM_ONLY = NO_DROPOUT["miss"] + ',pretraining_objectives=["lm"]'
 
 
-def test_miss_pretrains_on_matching_pairs_with_one_momentum_update_per_optimizer_step(tmp_path):
-    """ITC, ITM and LM from plain (image, caption) pairs; 16 rows in micro-batches of 4 accumulated 2 by 2 are 2
-    optimizer steps of 8, so the feature queue holds 16 momentum features, none from the evaluation forwards."""
-    out = tmp_path / "miss"
-    metrics = run_example("pretraining", out, "--do_train", "--do_eval", "--gradient_accumulation_steps", "2", **MISS)
+def pretrain_on_matching_pairs(out, model_type):
+    """Pre-train `model_type` on 16 demo pairs in micro-batches of 4 accumulated 2 by 2 (2 optimizer steps of 8, so
+    the feature queue holds 16 momentum features, none from the evaluation forwards), evaluate on 8; checks the
+    queue, and that the ITC and ITM metrics are the means of the prediction rows. Returns (eval results, rows)."""
+    metrics = run_example("pretraining", out, "--do_train", "--do_eval", "--gradient_accumulation_steps", "2",
+                          model_type=model_type)
     assert int(weights(out)["feature_queue.queue_ptr"]) == 16
     assert read_json(out / "trainer_state.json")["global_step"] == 2
-
     results = read_json(out / "eval_results.json")
     rows = read_jsonl(out / "eval_predictions.jsonl")
     assert len(rows) == results["eval_samples"] == 8 and metrics["eval_loss"] == results["eval_loss"]
@@ -60,6 +60,13 @@ def test_miss_pretrains_on_matching_pairs_with_one_momentum_update_per_optimizer
     assert results["eval_itc_text_to_image_accuracy"] == pytest.approx(mean("itc_text_to_image_right"))
     itm = ("itm_pair_right", "itm_negative_image_right", "itm_negative_caption_right")
     assert results["eval_itm_accuracy"] == pytest.approx(sum(mean(key) for key in itm) / 3)
+    return results, rows
+
+
+def test_miss_pretrains_on_matching_pairs_with_one_momentum_update_per_optimizer_step(tmp_path):
+    """ITC, ITM and LM from plain (image, caption) pairs, one momentum update per optimizer step."""
+    out = tmp_path / "miss"
+    results, rows = pretrain_on_matching_pairs(out, **MISS)
     tokens = sum(row["lm_tokens"] for row in rows)
     assert results["eval_lm_tokens"] == tokens > 0
     assert results["eval_lm_loss"] == pytest.approx(sum(row["lm_loss_sum"] for row in rows) / tokens)
@@ -113,19 +120,10 @@ M2I2 = {"model_type": "m2i2"}
 
 
 def test_m2i2_pretrains_its_four_objectives_with_one_momentum_update_per_optimizer_step(tmp_path):
-    """ITC, ITM, MLM (masked inside the model) and MIM from plain (image, caption) pairs; 16 rows in micro-batches of
-    4 accumulated 2 by 2 are 2 optimizer steps of 8, so the feature queue holds 16 momentum features, none from the
-    evaluation forwards. Each objective's metric is the evaluation batch's own value, recomputed here."""
+    """ITC, ITM, MLM (masked inside the model) and MIM from plain (image, caption) pairs, one momentum update per
+    optimizer step; each objective's metric is the evaluation batch's own value, recomputed here."""
     out = tmp_path / "m2i2"
-    metrics = run_example("pretraining", out, "--do_train", "--do_eval", "--gradient_accumulation_steps", "2", **M2I2)
-    assert int(weights(out)["feature_queue.queue_ptr"]) == 16
-    assert read_json(out / "trainer_state.json")["global_step"] == 2
-
-    results = read_json(out / "eval_results.json")
-    rows = read_jsonl(out / "eval_predictions.jsonl")
-    assert len(rows) == results["eval_samples"] == 8 and metrics["eval_loss"] == results["eval_loss"]
-    mean = lambda key: sum(row[key] for row in rows) / len(rows)  # noqa: E731
-    assert results["eval_itc_image_to_text_accuracy"] == pytest.approx(mean("itc_image_to_text_right"))
+    results, rows = pretrain_on_matching_pairs(out, **M2I2)
     tokens = sum(row["mlm_tokens"] for row in rows)
     assert results["eval_mlm_tokens"] == tokens > 0
     assert results["eval_mlm_accuracy"] == pytest.approx(sum(row["mlm_right_tokens"] for row in rows) / tokens)
