@@ -318,7 +318,8 @@ def test_vqa_rad_freeform_accuracies_of_answer_texts_by_hand():
             metrics["baseline_freeform_overall_accuracy"]) == (0.5, 0.5, 0.5)
     summary = accuracy_summary({f"eval_{name}": value for name, value in {**metrics, "samples": 6}.items()}, "eval",
                                "test", {"CLOSED": "yes", "OPEN": "left"})
-    assert "freeform overall  1.000   baseline 0.500" in summary
+    assert "  freeform overall 1.000   baseline 0.500\n" in summary
+    assert "  closed           0.667   baseline 0.333" in summary
     assert "the 4 questions of VQA-RAD's freeform test subset" in summary
 
 

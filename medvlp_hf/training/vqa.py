@@ -206,9 +206,10 @@ def accuracy_summary(metrics, prefix, split, baseline_answers) -> str:
     freeform = f"{prefix}_freeform_overall_accuracy" in metrics
     if freeform:
         kinds += [(f"freeform {kind}", answer_type) for kind, answer_type in kinds if kind != "yes/no"]
+    width = max(len(kind) for kind, _ in kinds) + 1
     for kind, answer_type in kinds:
         name = kind.replace("/", "_").replace(" ", "_")
-        line = f"  {kind:<18}{metrics[f'{prefix}_{name}_accuracy']:.3f}"
+        line = f"  {kind:<{width}}{metrics[f'{prefix}_{name}_accuracy']:.3f}"
         if baseline_answers:
             line += f"   baseline {metrics[f'{prefix}_baseline_{name}_accuracy']:.3f}"
             if answer_type is not None:
