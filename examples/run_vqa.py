@@ -8,7 +8,7 @@ r"""Medical visual question answering with Trainer, in the protocol of the model
   evaluation writes every answer with `generate()` (the model's own settings unless --num_beams / --max_new_tokens
   say otherwise; MISS: the released beam search, 3 beams, at most 10 tokens), scored as an exact match after
   VQA-v2 normalisation by answer type, plus MISS's yes/no accuracy (ACC.py, matched by question id);
-- answer-ranking models (M2I2; the model class has `rank_answers`): the answer decoder learns the reference answer
+- answer-ranking models (M2I2; the model class `evaluates_by_ranking` with `rank_answers`): the answer decoder learns the reference answer
   (`[CLS] answer [SEP]`), and evaluation ranks a candidate list for every question (the training answers, or
   --answer_list) as the released evaluation does: the --rank_top_k candidates (default the model's config; M2I2: 128)
   whose first token is most probable, re-scored by their full likelihood; questions are encoded with the processor's

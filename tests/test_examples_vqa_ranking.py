@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForVisualQuestionAnswering, AutoProcessor
 
-from medvlp_hf import M2I2ForVQA
+from medvlp_hf import M2I2ForVQA, MISSForVQA
 from medvlp_hf.data import answer_vocabulary, load_demo
 from medvlp_hf.metrics import normalize_vqa_answer, vqa_accuracy
 from medvlp_hf.training.answer_ranking import ranks_answers
@@ -46,6 +46,7 @@ def test_evaluation_ranks_the_training_answers_with_rank_answers(trained):
     rows = read_jsonl(out / "eval_predictions.jsonl")
     model, output, answers = ranked(out, eval_rows(8), training_answers())
     assert isinstance(model, M2I2ForVQA) and ranks_answers(type(model)) and model.can_generate()
+    assert not ranks_answers(MISSForVQA)  # it can rank, but its released evaluation writes the answers
     assert output.top_k_indices.shape == (8, len(training_answers()))  # k_test 128 > candidates: every one scored
     assert [row["prediction"] for row in rows] == answers
     assert sum(row["score"] for row in rows) > 0, "the trained model answers some questions right"

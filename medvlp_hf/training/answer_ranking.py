@@ -12,9 +12,10 @@ from .vqa import read_answer_list
 
 
 def ranks_answers(model_class) -> bool:
-    """Whether the model class answers by ranking a candidate list (it defines `rank_answers`, M2I2ForVQA); such a
-    model is evaluated by ranking even when it can also `generate()`."""
-    return callable(getattr(model_class, "rank_answers", None))
+    """Whether the model class is evaluated by ranking a candidate list: its paper's evaluation does so
+    (`evaluates_by_ranking`, M2I2ForVQA) and it defines `rank_answers`. Such a model is evaluated by ranking even
+    though it can also `generate()`; MISSForVQA can rank too, but its released evaluation writes the answers."""
+    return getattr(model_class, "evaluates_by_ranking", False) and callable(getattr(model_class, "rank_answers", None))
 
 
 def candidate_answers(vqa_args, dataset_dict) -> list[str]:

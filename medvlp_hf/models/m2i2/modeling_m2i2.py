@@ -1606,6 +1606,9 @@ class M2I2ForVQA(M2I2MomentumMixin, M2I2PreTrainedModel, GenerationMixin):
     """
 
     new_head_modules = ("text_decoder",)
+    # The released evaluation answers every question by ranking a candidate answer list (`rank_answers`), not by
+    # writing it; medvlp_hf.training's VQA recipe reads this to evaluate the same way.
+    evaluates_by_ranking = True
     # vision_config fields of the authors' fine-tuning recipe (`configs/RAD.yaml`: 384 px, ALBEF's ViT), set by
     # `from_pretraining`
     pretraining_vision_overrides = {"image_size": 384, "position_embedding_type": "learned"}
