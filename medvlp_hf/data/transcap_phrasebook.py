@@ -27,8 +27,8 @@ REPHRASE_PROMPT = (
     "Rewrite the following sentence about a medical image in different words. Keep its exact meaning and add "
     "nothing. Answer with one sentence.\nSentence: {sentence}\nRewritten sentence:"
 )
-PHRASEBOOK_FORM = ('a phrasebook file is {"phrasings": {attribute: {value: [sentence, ...]}}} as Phrasebook.save writes '
-                   'it, or that inner {attribute: {value: [sentence, ...]}} mapping alone')
+PHRASEBOOK_FORM = ('a phrasebook file is {"phrasings": {attribute: {value: [sentence, ...]}}} as Phrasebook.save '
+                   'writes it, or that inner {attribute: {value: [sentence, ...]}} mapping alone')
 MIN_WORDS, MAX_WORDS, MIN_LETTER_SHARE = 3, 40, 0.85
 _LEADING_MARKS = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s*")
 _QUOTES = "\"'`\u201c\u201d\u2018\u2019 "
@@ -123,8 +123,8 @@ class Phrasebook:
             return self._phrasings[attribute][value]
         except KeyError:
             raise KeyError(
-                f"the phrasebook{self._named()} has no phrasings for {attribute}={value!r}; build it from the attribute "
-                f"values of every split (`attribute_values(dataset_dict)`)"
+                f"the phrasebook{self._named()} has no phrasings for {attribute}={value!r}; build it from the "
+                f"attribute values of every split (`attribute_values(dataset_dict)`)"
             ) from None
 
     def missing(self, values: Mapping[str, Iterable[str]]) -> list[tuple[str, str]]:
