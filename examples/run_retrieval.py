@@ -4,8 +4,9 @@ r"""Image-report retrieval with Trainer, by the protocol of the model (a fact of
 - Contrastive models with a matching head (MISS, M2I2;
   `medvlp_hf.training.two_stage_retrieval.TwoStageRetrievalModel`), as BLIP's and ALBEF's retrieval recipes:
   fine-tuned on matched pairs with ITC + ITM on hard negatives from the batch, then evaluated in two stages: ITC
-  similarity of every image with every text, the top --rerank_top_k of each query re-ranked by the matching head. R@1/5/10 in both directions with instance relevance (eval_i2t_r@1, ...) and the
-  similarity's alone (eval_itc_i2t_r@1, ...); --image_id_column groups records showing one image.
+  similarity of every image with every text, the top --rerank_top_k of each query re-ranked by the matching head.
+  R@1/5/10 in both directions with instance relevance (eval_i2t_r@1, ...) and the similarity's alone
+  (eval_itc_i2t_r@1, ...); --image_id_column groups records showing one image.
 - MedViLL: the matching head is fine-tuned on one true and one label-conditioned negative pair per record (the
   negative's image or report comes from a record with a different CheXpert label set), then every query is ranked
   against --num_candidates candidates, every candidate with the query's label set counting as relevant. Metrics
