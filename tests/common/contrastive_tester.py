@@ -101,6 +101,19 @@ class ContrastiveTesterMixin:
         for name in ("itm_head.weight", "vision_proj.weight", "text_proj.weight", "temperature"):
             assert bool(model.get_parameter(name).grad.abs().sum() > 0), name
 
+    def test_retrieval_training_batches_without_a_negative_or_images_get_clear_errors(self):
+        model, inputs = self._build("ForRetrieval")
+        with pytest.raises(ValueError, match="an image has no other"):
+            model(**inputs, return_loss=True, image_ids=torch.tensor([4, 4, 4]))
+        with pytest.raises(ValueError, match="only 1"):
+            model(**{key: value[:1] for key, value in inputs.items()}, return_loss=True)
+        with pytest.raises(ValueError, match="image_ids has 2 row"):
+            model(**inputs, return_loss=True, image_ids=torch.tensor([0, 1]))
+        with pytest.raises(ValueError, match="pass texts"):
+            model(input_ids=inputs["input_ids"], return_loss=True)
+        with pytest.raises(ValueError, match="got 2 image"):
+            model(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"][:2], return_loss=True)
+
     def test_zero_shot_pipeline_and_auto_class(self, tmp_path):
         model, _ = self._build("Model")
         model.save_pretrained(tmp_path)
