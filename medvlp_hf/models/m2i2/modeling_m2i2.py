@@ -2075,7 +2075,7 @@ class M2I2ForRetrieval(M2I2ContrastiveMixin, M2I2PreTrainedModel):
             )
         if generator is None and not self.training:
             generator = torch.Generator(device=same_image.device).manual_seed(0)
-        return (
+        return tuple(
             torch.multinomial(F.softmax(similarity.float().masked_fill(same_image, -torch.inf), dim=1), 1,
                               generator=generator)[:, 0]
             for similarity in (logits_per_image.T, logits_per_image)
