@@ -12,11 +12,14 @@ only its key table and what is special to its model.
 - Hashes, the model card with provenance and parity, and saving a converted folder without leaving half a folder.
 """
 
+import argparse
 import contextlib
 import hashlib
 import json
 import math
+import shlex
 import shutil
+import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -371,6 +374,35 @@ def render_conversion_card(model_type, record, repo_id=None):
     provenance = {key: record.conversion[key] for key in ("source_checkpoint", "script", "command")}
     return render_model_card(model_type, architecture=record.architecture, datasets=record.conversion["datasets"],
                              repo_id=repo_id, conversion={**provenance, **card_parity_fields(record)})
+
+
+def converter_parser(doc, prog=None):
+    """A converter's argument parser: its description is the module docstring `doc` without its second paragraph (the
+    command-line example, which `prog` replaces in the usage line)."""
+    return argparse.ArgumentParser(
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=doc.split("\n\n", 1)[0] + "\n\n" + doc.split("\n\n", 2)[2])
+
+
+def run_converter(build_parser, convert, argv=None, prog=None):
+    """A converter's `main`: parse `argv` with `build_parser(prog)`, run `convert(args, staging, command)` (which
+    writes the converted folder into `staging` and returns the model and its parity record) in a staging folder that
+    replaces `--out` only when it succeeds, upload with `--push_to_hub`, and report. Returns the output folder."""
+    from medvlp_hf.hub import push_to_hub
+
+    from .parity import describe_reference
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    prog = prog or f"python {Path(sys.argv[0]).as_posix()}"
+    args = build_parser(prog).parse_args(argv)
+    with output_folder(args.out, args.overwrite) as staging:
+        model, record = convert(args, staging, shlex.join([*shlex.split(prog), *argv]))
+    out = Path(args.out)
+    if args.push_to_hub:
+        push_to_hub(out, args.push_to_hub)
+    print(f"converted {args.kind} checkpoint {args.checkpoint} -> {out} ({type(model).__name__}); parity "
+          f"{record.status}: {describe_reference(record)}")
+    return out
 
 
 def add_output_arguments(parser, harness):

@@ -33,11 +33,8 @@ atol=1e-4)`, identical argmax and tokens) or nothing is saved. Without it the fo
 model's own outputs, and the card says parity with the original is not verified for this checkpoint.
 """
 
-import argparse
 import json
 import re
-import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -514,9 +511,7 @@ def build_processor(config, tokenizer_dir=None):
 
 
 def build_parser(prog=None):
-    parser = argparse.ArgumentParser(
-        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 2)[2])
+    parser = utils.converter_parser(__doc__, prog)
     parser.add_argument("--checkpoint", required=True, help="original checkpoint_XX.pth ({'model': state_dict, ...}) "
                                                             "or a state dict file")
     parser.add_argument("--kind", required=True, choices=KINDS, help="which original model wrote the checkpoint")
@@ -536,31 +531,25 @@ def build_parser(prog=None):
 
 def main(argv=None, prog=None):
     """Convert, save, check parity; returns the output folder (nothing is left behind when a step fails)."""
-    from medvlp_hf.hub import push_to_hub
+    return utils.run_converter(build_parser, convert, argv, prog)
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    prog = prog or f"python {Path(sys.argv[0]).as_posix()}"
-    args = build_parser(prog).parse_args(argv)
+
+def convert(args, staging, command):
+    """The conversion `main` runs into the folder `staging`; returns the model and its parity record."""
     head = args.head or args.kind
-    with utils.output_folder(args.out, args.overwrite) as staging:
-        loaded = utils.load_checkpoint(args.checkpoint)
-        original_config = json.loads(Path(args.config).read_text()) if args.config else loaded.config
-        model = convert_state_dict(loaded.state_dict, args.kind, original_config, head, args.image_size,
-                                   args.vision_num_attention_heads)
-        processor = build_processor(model.config, args.tokenizer_dir)
-        model.save_pretrained(staging)  # before the parity check, which runs a pre-training model's momentum update
-        checkpoint_sha256 = utils.sha256_files(loaded.files)
-        record = parity_record(model, head, processor.tokenizer, args.reference, checkpoint_sha256)
-        provenance = utils.conversion_provenance(
-            args.checkpoint, checkpoint_sha256, f"{ORIGINAL_REPOSITORY}@{ORIGINAL_COMMIT}", SCRIPT,
-            shlex.join([*shlex.split(prog), *argv]), [args.dataset or DEFAULT_DATASETS[head]])
-        utils.finish_conversion(staging, record, processor, provenance, not args.no_card, args.push_to_hub)
-    out = Path(args.out)
-    if args.push_to_hub:
-        push_to_hub(out, args.push_to_hub)
-    print(f"converted {args.kind} checkpoint {args.checkpoint} -> {out} ({type(model).__name__}); parity "
-          f"{record.status}: {parity.describe_reference(record)}")
-    return out
+    loaded = utils.load_checkpoint(args.checkpoint)
+    original_config = json.loads(Path(args.config).read_text()) if args.config else loaded.config
+    model = convert_state_dict(loaded.state_dict, args.kind, original_config, head, args.image_size,
+                               args.vision_num_attention_heads)
+    processor = build_processor(model.config, args.tokenizer_dir)
+    model.save_pretrained(staging)  # before the parity check, which runs a pre-training model's momentum update
+    checkpoint_sha256 = utils.sha256_files(loaded.files)
+    record = parity_record(model, head, processor.tokenizer, args.reference, checkpoint_sha256)
+    provenance = utils.conversion_provenance(
+        args.checkpoint, checkpoint_sha256, f"{ORIGINAL_REPOSITORY}@{ORIGINAL_COMMIT}", SCRIPT, command,
+        [args.dataset or DEFAULT_DATASETS[head]])
+    utils.finish_conversion(staging, record, processor, provenance, not args.no_card, args.push_to_hub)
+    return model, record
 
 
 if __name__ == "__main__":
