@@ -55,6 +55,32 @@ def decoder_labels(input_ids, attention_mask):
     return labels
 
 
+def image_setting_refusals(rescale_message="cannot be changed"):
+    """(image-processor keyword arguments, what the error says) for the settings the ALBEF-style image processors
+    refuse because they would break the released pipeline; `rescale_message` is what refusing `do_rescale=False`
+    says."""
+    return [
+        ({"do_convert_rgb": False}, "takes 3-channel images"),
+        ({"do_rescale": False}, rescale_message),
+        ({"rescale_factor": 1 / 65535}, "cannot be changed"),
+        ({"do_center_crop": True}, "without centre crop"),
+        ({"do_pad": True}, "without centre crop or padding"),
+        ({"size": {"shortest_edge": 8}}, "size must be"),
+        ({"data_format": "channels_last"}, "channels-first"),
+        ({"float_max_value": 0}, "float_max_value must be positive"),
+    ]
+
+
+# (processor keyword arguments, error type, what the error says) that every ALBEF-style processor refuses
+TEXT_ERRORS = [
+    ({"text": "a", "text_kind": "caption"}, ValueError, "text_kind must be one of ('report', 'question')"),
+    ({}, ValueError, "needs images, text or both"),
+    ({"text": [["pre", "tokenized"]]}, TypeError, "text must be a str or a non-empty list of str"),
+    ({"text": "a", "truncation": "only_second"}, ValueError, "truncation must be True or False"),
+    ({"text": "a", "return_token_type_ids": True}, TypeError, "unexpected keyword arguments ['return_token"),
+]
+
+
 def reference_itc_loss(image, text, image_m, text_m, feature_queue, temperature, alpha):
     """ALBEF's ITC with momentum distillation: the mean of the image->text and text->image cross-entropies against the
     soft targets `alpha * softmax(momentum similarity) + (1 - alpha) * identity`, over the batch's momentum features
