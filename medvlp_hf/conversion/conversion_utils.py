@@ -79,6 +79,34 @@ def layer_norm_entries(original, target, size):
     return [KeyEntry(f"{original}.{name}", f"{target}.{name}", (size,), module="norm") for name in ("weight", "bias")]
 
 
+def timm_vit_entries(original, target, width, intermediate, depth, grid_size, patch_size):
+    """A timm `VisionTransformer` (`cls_token`, `pos_embed`, `patch_embed.proj`, `blocks`, `norm`; BLIP's `vit.py`,
+    ALBEF's, MAE's encoder) -> transformers' BLIP ViT names (`embeddings`, `encoder.layers`, `post_layernorm`)."""
+    entries = [KeyEntry(f"{original}.cls_token", f"{target}.embeddings.class_embedding", (1, 1, width),
+                        module="embedding"),
+               KeyEntry(f"{original}.pos_embed", f"{target}.embeddings.position_embedding",
+                        (1, grid_size**2 + 1, width), module="embedding"),
+               KeyEntry(f"{original}.patch_embed.proj.weight", f"{target}.embeddings.patch_embedding.weight",
+                        (width, 3, patch_size, patch_size), module="conv"),
+               KeyEntry(f"{original}.patch_embed.proj.bias", f"{target}.embeddings.patch_embedding.bias", (width,))]
+    entries += timm_block_entries(f"{original}.blocks", f"{target}.encoder.layers", width, intermediate, depth)
+    return [*entries, *layer_norm_entries(f"{original}.norm", f"{target}.post_layernorm", width)]
+
+
+def timm_block_entries(original, target, width, intermediate, depth):
+    """`depth` timm ViT blocks (`norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1/fc2`) -> BLIP's ViT layer names."""
+    entries = []
+    for n in range(depth):
+        block, layer = f"{original}.{n}", f"{target}.{n}"
+        entries += [*layer_norm_entries(f"{block}.norm1", f"{layer}.layer_norm1", width),
+                    *linear_entries(f"{block}.attn.qkv", f"{layer}.self_attn.qkv", 3 * width, width),
+                    *linear_entries(f"{block}.attn.proj", f"{layer}.self_attn.projection", width, width),
+                    *layer_norm_entries(f"{block}.norm2", f"{layer}.layer_norm2", width),
+                    *linear_entries(f"{block}.mlp.fc1", f"{layer}.mlp.fc1", intermediate, width),
+                    *linear_entries(f"{block}.mlp.fc2", f"{layer}.mlp.fc2", width, intermediate)]
+    return entries
+
+
 def batch_norm_entries(original, target, channels):
     entries = [KeyEntry(f"{original}.{name}", f"{target}.{name}", (channels,), module="batch_norm")
                for name in ("weight", "bias", "running_mean", "running_var")]

@@ -156,29 +156,8 @@ def _pretraining_entries(m, g):
 
 def _vision_entries(original, target, g):
     """MAE's encoder (`mae.py`) or ALBEF's ViT (`vit.py`), timm blocks -> `M2I2VisionModel` (BLIP's ViT names)."""
-    d, i = g.vision_hidden_size, g.vision_intermediate_size
-    entries = [utils.KeyEntry(f"{original}.cls_token", f"{target}.embeddings.class_embedding", (1, 1, d),
-                              module="embedding"),
-               utils.KeyEntry(f"{original}.pos_embed", f"{target}.embeddings.position_embedding",
-                              (1, g.grid_size**2 + 1, d), module="embedding"),
-               utils.KeyEntry(f"{original}.patch_embed.proj.weight", f"{target}.embeddings.patch_embedding.weight",
-                              (d, 3, g.patch_size, g.patch_size), module="conv"),
-               utils.KeyEntry(f"{original}.patch_embed.proj.bias", f"{target}.embeddings.patch_embedding.bias", (d,))]
-    entries += _block_entries(f"{original}.blocks", f"{target}.encoder.layers", d, i, g.vision_num_hidden_layers)
-    return [*entries, *utils.layer_norm_entries(f"{original}.norm", f"{target}.post_layernorm", d)]
-
-
-def _block_entries(original, target, width, intermediate, depth):
-    entries = []
-    for n in range(depth):
-        block, layer = f"{original}.{n}", f"{target}.{n}"
-        entries += [*utils.layer_norm_entries(f"{block}.norm1", f"{layer}.layer_norm1", width),
-                    *utils.linear_entries(f"{block}.attn.qkv", f"{layer}.self_attn.qkv", 3 * width, width),
-                    *utils.linear_entries(f"{block}.attn.proj", f"{layer}.self_attn.projection", width, width),
-                    *utils.layer_norm_entries(f"{block}.norm2", f"{layer}.layer_norm2", width),
-                    *utils.linear_entries(f"{block}.mlp.fc1", f"{layer}.mlp.fc1", intermediate, width),
-                    *utils.linear_entries(f"{block}.mlp.fc2", f"{layer}.mlp.fc2", width, intermediate)]
-    return entries
+    return utils.timm_vit_entries(original, target, g.vision_hidden_size, g.vision_intermediate_size,
+                                  g.vision_num_hidden_layers, g.grid_size, g.patch_size)
 
 
 def _mim_decoder_entries(original, target, g, used):
@@ -189,7 +168,8 @@ def _mim_decoder_entries(original, target, g, used):
                utils.KeyEntry(f"{original}.decoder_pos_embed", f"{target}.position_embedding",
                               (1, g.grid_size**2 + 1, d), module="embedding"),
                *utils.linear_entries(f"{original}.decoder_embed", f"{target}.embed", d, g.vision_hidden_size),
-               *_block_entries(f"{original}.decoder_blocks", f"{target}.encoder.layers", d, i, g.mim_num_hidden_layers),
+               *utils.timm_block_entries(f"{original}.decoder_blocks", f"{target}.encoder.layers", d, i,
+                                         g.mim_num_hidden_layers),
                *utils.layer_norm_entries(f"{original}.decoder_norm", f"{target}.layer_norm", d),
                *utils.linear_entries(f"{original}.decoder_pred", f"{target}.prediction", pixels, d)]
     if used:

@@ -141,23 +141,8 @@ def original_key_table(kind: str, geometry: Geometry) -> list:
 
 def _vision_entries(original, target, g):
     """BLIP's `vit.py` VisionTransformer -> `MISSVisionModel` (transformers' BLIP ViT names)."""
-    d, i = g.vision_hidden_size, g.vision_intermediate_size
-    entries = [utils.KeyEntry(f"{original}.cls_token", f"{target}.embeddings.class_embedding", (1, 1, d),
-                              module="embedding"),
-               utils.KeyEntry(f"{original}.pos_embed", f"{target}.embeddings.position_embedding",
-                              (1, g.grid_size**2 + 1, d), module="embedding"),
-               utils.KeyEntry(f"{original}.patch_embed.proj.weight", f"{target}.embeddings.patch_embedding.weight",
-                              (d, 3, g.patch_size, g.patch_size), module="conv"),
-               utils.KeyEntry(f"{original}.patch_embed.proj.bias", f"{target}.embeddings.patch_embedding.bias", (d,))]
-    for n in range(g.vision_num_hidden_layers):
-        block, layer = f"{original}.blocks.{n}", f"{target}.encoder.layers.{n}"
-        entries += [*utils.layer_norm_entries(f"{block}.norm1", f"{layer}.layer_norm1", d),
-                    *utils.linear_entries(f"{block}.attn.qkv", f"{layer}.self_attn.qkv", 3 * d, d),
-                    *utils.linear_entries(f"{block}.attn.proj", f"{layer}.self_attn.projection", d, d),
-                    *utils.layer_norm_entries(f"{block}.norm2", f"{layer}.layer_norm2", d),
-                    *utils.linear_entries(f"{block}.mlp.fc1", f"{layer}.mlp.fc1", i, d),
-                    *utils.linear_entries(f"{block}.mlp.fc2", f"{layer}.mlp.fc2", d, i)]
-    return [*entries, *utils.layer_norm_entries(f"{original}.norm", f"{target}.post_layernorm", d)]
+    return utils.timm_vit_entries(original, target, g.vision_hidden_size, g.vision_intermediate_size,
+                                  g.vision_num_hidden_layers, g.grid_size, g.patch_size)
 
 
 def _text_entries(original, target, g):
