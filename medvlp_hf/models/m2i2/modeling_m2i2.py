@@ -843,6 +843,7 @@ class M2I2Output(ModelOutput):
     vision_model_output: BaseModelOutput | None = None
     text_model_output: BaseModelOutputWithCrossAttentions | None = None
 
+    # Copied from medvlp_hf.models.miss.modeling_miss.MISSOutput.to_tuple
     def to_tuple(self):
         return tuple(
             value.to_tuple() if isinstance(value, ModelOutput) else value for value in super().to_tuple()
@@ -1045,6 +1046,7 @@ class M2I2PreTrainedModel(PreTrainedModel):
         """Heads with momentum encoders or queues override this; returns the missing keys left."""
         return missing
 
+    # Copied from medvlp_hf.models.miss.modeling_miss.MISSPreTrainedModel._init_weights with MISS->M2I2
     def _init_weights(self, module):
         super()._init_weights(module)
         # the module that holds the LM head's bias: transformers initialises a remote-code module only when one of its
@@ -1130,6 +1132,7 @@ class M2I2Model(M2I2ContrastiveMixin, M2I2PreTrainedModel):
     # zero-shot image-classification pipeline reads.
     additional_auto_classes = ("AutoModelForZeroShotImageClassification",)
 
+    # Copied from medvlp_hf.models.miss.modeling_miss.MISSModel.__init__ with MISS->M2I2
     def __init__(self, config: M2I2Config):
         super().__init__(config)
         self._build_contrastive_towers(config)
@@ -1197,6 +1200,7 @@ class M2I2MomentumMixin:
             for name, parameter in getattr(self, online_name).named_parameters(remove_duplicate=False):
                 if id(parameter) not in seen:
                     seen.add(id(parameter))
+
                     yield f"{online_name}.{name}", parameter, momentum[name]
 
     def _init_weights(self, module):
