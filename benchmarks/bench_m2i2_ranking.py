@@ -10,8 +10,8 @@ are scored in full, teacher-forced) over the same 458 candidates (VQA-RAD's answ
 random words, `[CLS] a_1..a_n [SEP]`); questions are `[CLS] q_1..q_n` with 4-15 random words, right-padded. Times
 include the ViT. The default geometry is hidden 384 with 6 ViT and 6 text layers (a 3-layer answer decoder) at 224 px,
 where the naive port's k = 128 run (2,048 images through the ViT) takes about a minute on two cores; `--geometry
-base` is the released widths at the released VQA resolution (384 px). One timed round by default: the re-encoding
-ratios are far from 1.
+base` is the released widths at the released VQA resolution (384 px). One warm-up at the smallest k, then per k one
+timed round (the default; the re-encoding ratios are far from 1) and one run per case for its peak memory.
 
     python benchmarks/bench_m2i2_ranking.py                        # cpu geometry, batch 16, k = 16, 64, 128
     python benchmarks/bench_m2i2_ranking.py --geometry base        # the released VQA geometry (slow on a CPU)
@@ -30,9 +30,9 @@ import torch  # after bench_utils, which sets the OpenMP wait policy
 from medvlp_hf import M2I2ForVQA
 
 CASES = {
-    "shared": "rank_answers: question encoded once, its keys/values once per question",
-    "tiled": "released: question encoded once, its states copied per candidate",
-    "re-encoded": "naive port: question re-encoded for every candidate",
+    "shared": "rank_answers (states shared)",
+    "tiled": "released (states copied per candidate)",
+    "re-encoded": "naive (question re-encoded per candidate)",
 }
 
 
@@ -79,9 +79,8 @@ def rank_with_copied_states(model, questions, answer_ids, answer_mask, k, re_enc
     return top_k, (log_probs * chosen_mask[:, 1:]).sum(-1).view(batch_size, k)
 
 
-def bench_k(model, questions, answer_ids, answer_mask, k, args):
-    """Times the three cases at one k; returns the table rows and prints the equality checks and ratios."""
-    outputs = {}
+def ranking_cases(model, questions, answer_ids, answer_mask, k, outputs) -> dict:
+    """The three ways to rank at this k, each a function that leaves (top-k indices, their scores) in `outputs`."""
 
     def shared():
         ranking = model.rank_answers(questions["input_ids"], questions["pixel_values"], answer_ids,
@@ -93,32 +92,37 @@ def bench_k(model, questions, answer_ids, answer_mask, k, args):
             name, rank_with_copied_states(model, questions, answer_ids, answer_mask, k, re_encode)
         )
 
-    cases = {"shared": shared, "tiled": copied("tiled", False), "re-encoded": copied("re-encoded", True)}
-    for run in cases.values():
-        run()
+    return {"shared": shared, "tiled": copied("tiled", False), "re-encoded": copied("re-encoded", True)}
+
+
+def bench_k(model, questions, answer_ids, answer_mask, k, args) -> None:
+    """Times the three cases at one k round by round, then measures each one's peak memory; prints the table, the
+    equality checks against `rank_answers` and the ratios."""
+    outputs = {}
+    cases = ranking_cases(model, questions, answer_ids, answer_mask, k, outputs)
     times = time_rounds(cases, args.repeats)
     memory = {name: peak_memory_mb(run) for name, run in cases.items()}
     batch_size = questions["input_ids"].shape[0]
-    rows = [[k, name, seconds(times[name]), f"{batch_size / statistics.median(times[name]):.2f}",
-             f"{memory[name]['added_mb']:.0f}", f"{memory[name]['peak_mb']:.0f}"] for name in CASES]
+    print(f"\n== k={k}: {batch_size * k} candidate rows, {args.repeats} round(s) ==")
+    print_table(
+        ["case", "seconds median (min..max)", "questions/s", "ranking +MB", "peak RSS MB"],
+        [[f"{name}: {CASES[name]}", seconds(times[name]), f"{batch_size / statistics.median(times[name]):.2f}",
+          f"{memory[name]['added_mb']:.0f}", f"{memory[name]['peak_mb']:.0f}"] for name in CASES],
+    )
     top_k, scores = outputs["shared"]
-    checks = []
     for name in ("tiled", "re-encoded"):
         reference_top_k, reference_scores = outputs[name]
         same_candidates = torch.equal(top_k, reference_top_k)
         difference = (scores - reference_scores).abs().max().item() if same_candidates else float("inf")
         same_answers = same_candidates and torch.equal(scores.argmax(-1), reference_scores.argmax(-1))
-        checks.append(f"k={k}: shared vs {name}: same top-k candidates: {same_candidates}, same answers: "
-                      f"{same_answers}, scores equal within 1e-4: {difference <= 1e-4} (max |difference| "
-                      f"{difference:.1e})")
-    ratios = {
-        f"k={k} throughput, shared / re-encoded": ratio(times["re-encoded"], times["shared"]),
-        f"k={k} throughput, shared / tiled": ratio(times["tiled"], times["shared"]),
-    }
-    if memory["shared"]["added_mb"] > 0:
-        added = {name: memory[name]["added_mb"] for name in CASES}
-        ratios[f"k={k} ranking +MB, re-encoded / shared"] = added["re-encoded"] / added["shared"]
-    return rows, checks, ratios
+        print(f"k={k}: shared vs {name}: same top-k candidates: {same_candidates}, same answers: {same_answers}, "
+              f"scores equal within 1e-4: {difference <= 1e-4} (max |difference| {difference:.1e})")
+    report_ratio(f"k={k} throughput, shared / re-encoded", ratio(times["re-encoded"], times["shared"]))
+    report_ratio(f"k={k} throughput, shared / tiled", ratio(times["tiled"], times["shared"]))
+    added = {name: memory[name]["added_mb"] for name in CASES}
+    if added["shared"] > 0:
+        report_ratio(f"k={k} ranking +MB, re-encoded / shared", added["re-encoded"] / added["shared"])
+        report_ratio(f"k={k} ranking +MB, tiled / shared", added["tiled"] / added["shared"])
 
 
 def main():
@@ -146,21 +150,11 @@ def main():
           f"decoder {text.num_fusion_layers} layers ({model.num_parameters() / 1e6:.1f}M parameters); batch "
           f"{args.batch_size} questions of {questions['input_ids'].shape[1]} tokens, {args.candidates} candidates of "
           f"{answer_ids.shape[1]} tokens")
-    rows, checks, ratios = [], [], {}
     with torch.no_grad():
+        for run in ranking_cases(model, questions, answer_ids, answer_mask, min(args.ks), {}).values():
+            run()
         for k in args.ks:
-            k_rows, k_checks, k_ratios = bench_k(model, questions, answer_ids, answer_mask, k, args)
-            rows += k_rows
-            checks += k_checks
-            ratios |= k_ratios
-    print(f"\n== answer ranking, batch {args.batch_size}, {args.repeats} round(s) ==")
-    for name, description in CASES.items():
-        print(f"{name}: {description}")
-    print_table(["k", "case", "seconds median (min..max)", "questions/s", "ranking +MB", "peak RSS MB"], rows)
-    for line in checks:
-        print(line)
-    for name, value in ratios.items():
-        report_ratio(name, value)
+            bench_k(model, questions, answer_ids, answer_mask, k, args)
     describe_machine()
 
 
