@@ -104,9 +104,10 @@ def seconds(values: list) -> str:
 
 
 def report_ratio(name: str, value: float, target: float | None = None) -> None:
-    """Prints `name: value`, and whether it reaches `target` (a lower bound) when one is given."""
+    """Prints `name: value` (two decimals, or two significant digits below 0.01, which two decimals would show as 0),
+    and whether it reaches `target` (a lower bound) when one is given."""
     verdict = "" if target is None else f"  (target >= {target:g}: {'met' if value >= target else 'MISSED'})"
-    print(f"{name}: {value:.2f}{verdict}")
+    print(f"{name}: {value:.2f}{verdict}" if abs(value) >= 0.01 else f"{name}: {value:.2g}{verdict}")
 
 
 def describe_machine() -> None:
