@@ -97,8 +97,8 @@ def ranking_cases(model, questions, answer_ids, answer_mask, k, outputs) -> dict
 
 
 def bench_k(model, questions, answer_ids, answer_mask, k, args) -> None:
-    """Times the three cases at one k round by round, then measures each one's peak memory; prints the table, the
-    equality checks against `rank_answers` and the ratios."""
+    """Times `rank_answers` and the chosen references at one k round by round, then measures each one's peak memory;
+    prints the table, the equality checks against `rank_answers` and the ratios."""
     outputs = {}
     cases = {name: run for name, run in ranking_cases(model, questions, answer_ids, answer_mask, k, outputs).items()
              if name in args.cases}
