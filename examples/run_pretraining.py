@@ -73,7 +73,7 @@ def main(argv=None):
     setup_logging(training_args)
     set_seed(training_args.seed)
 
-    dataset_dict = load_task_dataset(data_args, PRETRAINING)
+    dataset_dict = load_task_dataset(data_args, PRETRAINING, seed=training_args.seed)
     splits, split_names = run_splits(dataset_dict, data_args, training_args)
     column = text_column(next(iter(dataset_dict.values())))
     config = load_config(model_args)

@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 r"""Image-report retrieval with Trainer, by the protocol of the model (a fact of its class):
 
-- Contrastive models with a matching head (MISS; `medvlp_hf.training.two_stage_retrieval.TwoStageRetrievalModel`),
-  as BLIP's retrieval recipe: fine-tuned on matched pairs with ITC + ITM on hard negatives from the batch, then
-  evaluated in two stages: ITC similarity of every image with every text, the top --rerank_top_k of each query
-  re-ranked by the matching head. R@1/5/10 in both directions with instance relevance (eval_i2t_r@1, ...) and the
-  similarity's alone (eval_itc_i2t_r@1, ...); --image_id_column groups records showing one image.
+- Contrastive models with a matching head (MISS, M2I2;
+  `medvlp_hf.training.two_stage_retrieval.TwoStageRetrievalModel`), as BLIP's and ALBEF's retrieval recipes:
+  fine-tuned on matched pairs with ITC + ITM on hard negatives from the batch, then evaluated in two stages: ITC
+  similarity of every image with every text, the top --rerank_top_k of each query re-ranked by the matching head.
+  R@1/5/10 in both directions with instance relevance (eval_i2t_r@1, ...) and the similarity's alone
+  (eval_itc_i2t_r@1, ...); --image_id_column groups records showing one image.
 - MedViLL: the matching head is fine-tuned on one true and one label-conditioned negative pair per record (the
   negative's image or report comes from a record with a different CheXpert label set), then every query is ranked
   against --num_candidates candidates, every candidate with the query's label set counting as relevant. Metrics
@@ -15,6 +16,8 @@ r"""Image-report retrieval with Trainer, by the protocol of the model (a fact of
         --output_dir outputs/demo-retrieval --do_train --do_eval
     python examples/run_retrieval.py --dataset demo --model_type miss --config tiny \
         --output_dir outputs/demo-retrieval-miss --do_train --do_eval --rerank_top_k 16
+    python examples/run_retrieval.py --dataset demo --model_type m2i2 --config tiny \
+        --output_dir outputs/demo-retrieval-m2i2 --do_train --do_eval --rerank_top_k 16
     python examples/run_retrieval.py --dataset report_jsonl --data_dir /data/openi_jsonl \
         --model_name_or_path path/to/pretrained --output_dir outputs/openi-retrieval --do_train --do_eval
 

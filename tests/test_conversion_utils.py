@@ -2,6 +2,9 @@
 checkpoints, output folders."""
 import argparse
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +14,7 @@ from torch import nn
 from medvlp_hf.conversion import conversion_utils as utils
 from medvlp_hf.conversion.conversion_utils import CheckpointError, KeyEntry
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 STATE = {"encoder.weight": torch.arange(6.0).reshape(2, 3), "encoder.bias": torch.ones(2)}
 
 
@@ -203,3 +207,20 @@ def test_conversion_code_reaches_the_models_only_through_the_auto_classes():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             offenders += [f"{path.relative_to(root)}: {name}" for name in names if name.startswith("medvlp_hf.models")]
     assert len(files) >= 10 and offenders == []
+
+
+@pytest.mark.parametrize("model, options", [
+    ("medvill", ()),
+    ("miss", ("--head {pretraining,vqa}",)),
+    ("m2i2", ("--kind {pretraining,vqa}", "--head {pretraining,vqa}")),
+])
+def test_the_checkout_script_runs_this_checkouts_converter(model, options):
+    """conversion/convert_<model>_original_checkpoint.py runs this checkout's converter from any directory, with the
+    output options every converter has (`add_output_arguments`) and a usage line of the command that ran it."""
+    script = REPO_ROOT / "conversion" / f"convert_{model}_original_checkpoint.py"
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=300,
+                            cwd="/")
+    assert result.returncode == 0, result.stderr
+    assert "python " in result.stdout.splitlines()[0]
+    for option in ("--reference RECORD_DIR", "--push_to_hub REPO", *options):
+        assert option in result.stdout, option

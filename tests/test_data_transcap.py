@@ -2,6 +2,7 @@
 at every access from template phrasings or from a text-generation pipeline (a tiny random GPT-2 built here: its
 garbage is rejected, a forced good sentence is kept), and the pre-training collator on the result."""
 import csv
+import json
 import logging
 import re
 
@@ -11,13 +12,16 @@ from datasets import Dataset, DatasetDict, Image
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer, pipeline
 
 from medvlp_hf.data import (
-    NIH_CXR14_DEMOGRAPHICS, NIH_CXR14_TRANSCAP, AttributeSource, DataFormatError, Phrasebook, PreTrainingCollator,
-    RandomNegatives, TransCapSpec, add_transcap_attributes, apply_transcap, attribute_dictionary, attribute_values,
-    build_phrasebook, load_nih_cxr14, load_transcap_nih, with_transcap_captions,
+    NIH_CXR14_DEMOGRAPHICS, NIH_CXR14_TRANSCAP, AttributeSource, DataFormatError, LabelConditionedNegatives,
+    Phrasebook, PreTrainingCollator, RandomNegatives, TransCapSpec, add_transcap_attributes, apply_transcap,
+    attribute_dictionary, attribute_values, build_phrasebook, load_nih_cxr14, load_transcap_nih,
+    with_transcap_captions,
 )
 from medvlp_hf.data.transcap_phrasebook import REPHRASE_PROMPT, clean_phrasing, rejection_reason
 from medvlp_hf.data.transcap_templates import indefinite_article, template_phrasings
+from medvlp_hf.hub import render_model_card
 from medvlp_hf.training import text_column
+from medvlp_hf.training.arguments import DataArguments
 from medvlp_hf.training.datasets import PRETRAINING, load_task_dataset
 from medvlp_hf.training.pretraining import negatives_for
 from tests.test_data_support import medvill_processor, write_image
@@ -221,7 +225,8 @@ def test_evaluation_captions_are_fixed_per_row(pairs, data_dir):
 def test_phrasebook_coverage_and_save_load(nih, tmp_path):
     with_attributes = add_transcap_attributes(nih, NIH_CXR14_TRANSCAP)
     partial = Phrasebook.from_templates({name: values for name, values in NIH_VALUES.items() if name != "plane"})
-    with pytest.raises(ValueError, match=r"no phrasings for \[\('plane', 'anteroposterior'\), \('plane', 'posteroa"):
+    with pytest.raises(ValueError, match=r"no phrasings for 2 attribute value\(s\) of the dataset: "
+                                         r"phrasings\['plane'\]\['anteroposterior'\], phrasings\['plane'\]\['poster"):
         with_transcap_captions(with_attributes["train"], partial)
     phrasebook = build_phrasebook(NIH_VALUES)
     phrasebook.save(tmp_path / "phrasebook.json")
@@ -229,7 +234,8 @@ def test_phrasebook_coverage_and_save_load(nih, tmp_path):
     assert loaded.to_dict() == phrasebook.to_dict()
     assert loaded.phrasings("plane", "posteroanterior") == template_phrasings("plane", "posteroanterior")
     (tmp_path / "bad.json").write_text('{"phrasings": {"plane": {"posteroanterior": []}}}')
-    with pytest.raises(DataFormatError, match="bad.json is not a TransCap phrasebook"):
+    with pytest.raises(DataFormatError, match=r"bad.json: phrasings\['plane'\]\['posteroanterior'\] must be a "
+                                              "non-empty list of non-empty sentences, got \\[\\]"):
         Phrasebook.load(tmp_path / "bad.json")
 
 
@@ -370,11 +376,147 @@ def test_pretraining_collator_takes_a_transcap_batch(pairs):
     ]
 
 
-def test_transcap_nih_is_a_pretraining_dataset(data_dir):
-    from medvlp_hf.training.arguments import DataArguments
+def _pathologies(caption, sources):
+    return {value for attribute, value in _parse_caption(caption, sources) if attribute == "pathology"}
 
+
+def test_transcap_nih_is_a_pretraining_dataset_with_label_conditioned_negatives(data_dir):
+    """A caption of an image with the same findings is no true negative: MedViLL's matching negatives come from
+    images with another finding set, read from the `labels` vectors TransCap writes."""
     dataset_dict = load_task_dataset(DataArguments(dataset="transcap_nih", data_dir=str(data_dir / SAMPLE)),
-                                     PRETRAINING)
+                                     PRETRAINING, seed=0)
     train = dataset_dict["train"]
     assert text_column(train) == "caption"
-    assert isinstance(negatives_for(train, "caption"), RandomNegatives)
+    pathologies = NIH_VALUES["pathology"]
+    assert attribute_values(train)["pathology"] == pathologies
+    row = _row(train, "00000001_001.png")
+    assert row["labels"] == [1.0 if name in ("cardiomegaly", "emphysema") else 0.0 for name in pathologies]
+    negatives = negatives_for(train, "caption")
+    assert isinstance(negatives, LabelConditionedNegatives)
+
+    sources = _sentence_sources(build_phrasebook(NIH_VALUES), NIH_VALUES)
+    collator = PreTrainingCollator(medvill_processor(image_size=32), negatives=negatives, text_column="caption",
+                                   seed=0)
+    examples = [train[index] for index in range(40)]
+    normal = sum(example["attributes"]["pathology"] == ["no finding"] for example in examples)
+    assert normal >= 10  # enough images that share a finding set for a random draw to pair them
+    drawn = [(example, *collator.pair_text(example)) for example in examples for _ in range(5)]
+    mismatched = [(example, caption) for example, caption, match in drawn if match == 0]
+    assert len(mismatched) > 60
+    for example, caption in mismatched:
+        assert _pathologies(caption, sources) != set(example["attributes"]["pathology"]), (example["id"], caption)
+    for example, caption, match in drawn:
+        if match == 1:
+            assert _pathologies(caption, sources) == set(example["attributes"]["pathology"])
+
+
+def test_no_labels_column_when_asked_or_when_the_spec_has_no_pathology(nih):
+    small = DatasetDict({split: part.select(range(10)) for split, part in nih.items()})
+    assert "labels" not in apply_transcap(small, NIH_CXR14_TRANSCAP, label_attribute=None)["train"].column_names
+    plane_only = TransCapSpec({"plane": NIH_CXR14_TRANSCAP.attributes["plane"]})
+    pairs_ = apply_transcap(small, plane_only)
+    assert "labels" not in pairs_["train"].column_names
+    assert isinstance(negatives_for(pairs_["train"], "caption"), RandomNegatives)
+    with pytest.raises(ValueError, match="already has a 'labels' column; pass label_attribute=None"):
+        apply_transcap(DatasetDict({"train": small["train"].add_column("labels", [[1.0]] * 10)}), NIH_CXR14_TRANSCAP)
+
+
+def test_negative_pools_read_captions_and_labels_without_decoding_images(tmp_path):
+    """The captions are computed by a transform from the whole row; reading them for a negative pool must not
+    decode every image of the split (hours on the full NIH set). The image files here do not exist."""
+    rows = {"id": ["a", "b", "c"], "image": [str(tmp_path / f"{name}.png") for name in "abc"],
+            "finding": ["Mass", "No Finding", "Mass"]}
+    table = Dataset.from_dict(rows).cast_column("image", Image())
+    spec = TransCapSpec({"pathology": AttributeSource(column="finding", values={"Mass": "mass",
+                                                                                 "No Finding": "no finding"})})
+    train = apply_transcap(DatasetDict({"train": table}), spec)["train"]
+    with pytest.raises(FileNotFoundError):
+        train[0]
+    negatives = negatives_for(train, "caption")
+    assert isinstance(negatives, LabelConditionedNegatives) and len(negatives.texts) == 3
+    generator = torch.Generator().manual_seed(0)
+    assert {negatives.sample_index({"labels": [1.0, 0.0]}, generator) for _ in range(20)} == {1}
+
+
+def _caption_epochs(train, epochs=2):
+    return [list(train["caption"]) for _ in range(epochs)]
+
+
+def test_transcap_captions_follow_the_run_seed(data_dir):
+    """`load_task_dataset(..., seed=training_args.seed)`: the per-epoch draw repeats under a seed, changes with it,
+    and differs from epoch to epoch; a loader without the seed is refused."""
+    arguments = DataArguments(dataset="transcap_nih", data_dir=str(data_dir / SAMPLE))
+
+    def draws(seed):
+        return _caption_epochs(load_task_dataset(arguments, PRETRAINING, seed=seed)["train"])
+
+    first, second = draws(3)
+    assert draws(3) == [first, second]
+    assert sum(a == b for a, b in zip(first, second, strict=True)) < 0.1 * len(first)
+    other_first, _ = draws(4)
+    assert sum(a == b for a, b in zip(first, other_first, strict=True)) < 0.1 * len(first)
+    with pytest.raises(ValueError, match="draws its captions at random while training: pass the run's seed"):
+        load_task_dataset(arguments, PRETRAINING)
+
+
+def _own_phrasings():
+    """Phrasings no template writes, one sentence per value: {attribute: {value: [sentence]}}."""
+    return {attribute: {value: [f"Reader noted {attribute} {value}."] for value in values}
+            for attribute, values in NIH_VALUES.items()}
+
+
+def test_a_phrasebook_file_gives_the_captions(data_dir, tmp_path):
+    path = tmp_path / "phrasings.json"
+    path.write_text(json.dumps(_own_phrasings()))
+    arguments = DataArguments(dataset="transcap_nih", data_dir=str(data_dir / SAMPLE), transcap_phrasebook=str(path))
+    pairs_ = load_task_dataset(arguments, PRETRAINING, seed=0)
+    sources = _sentence_sources(Phrasebook(_own_phrasings()), NIH_VALUES)
+    for split in ("train", "validation"):
+        for caption, attributes in zip(pairs_[split]["caption"], pairs_[split]["attributes"], strict=True):
+            assert set(_parse_caption(caption, sources)) <= {
+                (name, value) for name, values in attributes.items() for value in values}
+    path.write_text(json.dumps({"phrasings": _own_phrasings(), "llm_fallbacks": [["plane", "posteroanterior"]]}))
+    assert Phrasebook.load(path).llm_fallbacks == (("plane", "posteroanterior"),)
+    assert _row(load_transcap_nih(data_dir / SAMPLE, phrasebook=path)["validation"], "00000116_018.png")["caption"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{not json", r"is not a JSON file \(Expecting property name.*\); a phrasebook file is \{\"phrasings\""),
+    ('["This is a PA view."]', r"holds a JSON list, not an object; a phrasebook file is"),
+    ('{"phrasings": {}, "notes": "x"}', r"has unknown top-level key\(s\) \['notes'\]"),
+    ('{"pathologies": {"mass": ["A mass."]}}',
+     r"phrasings\['pathologies'\]: 'pathologies' is not a TransCap attribute; use one of \['modality', 'plane'"),
+    ('{"plane": ["This is a PA view."]}', r"phrasings\['plane'\] must map each value to a list of sentences"),
+    ('{"plane": {"posteroanterior": "This is a PA view."}}',
+     r"phrasings\['plane'\]\['posteroanterior'\] must be a non-empty list of non-empty sentences, got 'This is"),
+    ('{"plane": {"posteroanterior": ["  "]}}', r"phrasings\['plane'\]\['posteroanterior'\] must be a non-empty"),
+    ('{"phrasings": {}, "llm_fallbacks": ["plane"]}', r"llm_fallbacks must be a list of \[attribute, value\] pairs"),
+])
+def test_a_malformed_phrasebook_file_is_named_with_its_entry(data_dir, tmp_path, content, message):
+    path = tmp_path / "phrasings.json"
+    path.write_text(content)
+    arguments = DataArguments(dataset="transcap_nih", data_dir=str(data_dir / SAMPLE), transcap_phrasebook=str(path))
+    with pytest.raises(DataFormatError, match=rf"{re.escape(str(path))}:? .*{message}"):
+        load_task_dataset(arguments, PRETRAINING, seed=0)
+
+
+def test_a_phrasebook_file_must_cover_every_value_and_is_for_transcap_only(data_dir, tmp_path):
+    phrasings = _own_phrasings()
+    del phrasings["pathology"]["hernia"], phrasings["plane"]["anteroposterior"]
+    path = tmp_path / "phrasings.json"
+    path.write_text(json.dumps(phrasings))
+    with pytest.raises(ValueError, match=rf"the phrasebook {re.escape(str(path))} has no phrasings for 2 attribute "
+                                         r"value\(s\) of the dataset: phrasings\['plane'\]\['anteroposterior'\], "
+                                         r"phrasings\['pathology'\]\['hernia'\]; add a list of sentences for each"):
+        load_transcap_nih(data_dir / SAMPLE, phrasebook=path)
+    with pytest.raises(FileNotFoundError, match="phrasebook file not found"):
+        load_transcap_nih(data_dir / SAMPLE, phrasebook=tmp_path / "absent.json")
+    with pytest.raises(ValueError, match="--transcap_phrasebook gives the phrasings of a TransCap dataset; --dataset "
+                                         "mimic_cxr has its own texts"):
+        DataArguments(dataset="mimic_cxr", transcap_phrasebook=str(path))
+
+
+def test_model_cards_know_the_transcap_and_medicat_licences():
+    card = render_model_card("miss", datasets=["transcap_nih", "medicat"], training_command="python x.py")
+    assert "NIH ChestX-ray14: no restrictions on use" in card and "NIH Clinical Center" in card
+    assert "non-commercial use only" in card

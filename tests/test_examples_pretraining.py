@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForPreTraining, AutoModelForVisualQuestionAnswering, AutoProcessor
 
-from medvlp_hf.data import PreTrainingCollator, load_demo
+import medvlp_hf.data
+from medvlp_hf.data import PreTrainingCollator, attribute_values, build_phrasebook, load_demo, load_transcap_nih
 from tests.test_examples_common import NO_DROPOUT, read_json, read_jsonl, run_example, step_losses, weights
 
 
@@ -107,10 +108,22 @@ def test_miss_pretraining_refuses_a_split_that_ends_with_a_lone_example(tmp_path
 
 
 @pytest.mark.real_data
-def test_miss_pretrains_on_transcap_captions_of_nih_chest_xrays(tmp_path, data_dir):
+def test_miss_pretrains_on_transcap_captions_of_nih_chest_xrays(tmp_path, data_dir, monkeypatch):
+    """--seed draws the captions and --transcap_phrasebook gives their phrasings (the loader sees both)."""
+    loads = []
+
+    def recorded(*args, **kwargs):
+        loads.append(kwargs)
+        return load_transcap_nih(*args, **kwargs)
+
+    monkeypatch.setattr(medvlp_hf.data, "load_transcap_nih", recorded)
+    phrasebook = tmp_path / "phrasings.json"
+    build_phrasebook(attribute_values(load_transcap_nih(data_dir / "nih_cxr14_sample"))).save(phrasebook)
     out = tmp_path / "transcap"
     run_example("pretraining", out, "--dataset", "transcap_nih", "--data_dir", data_dir / "nih_cxr14_sample",
-                "--do_train", "--do_eval", "--max_steps", "2", **MISS)
+                "--transcap_phrasebook", phrasebook, "--seed", "7", "--do_train", "--do_eval", "--max_steps", "2",
+                **MISS)
+    assert loads == [{"phrasebook": str(phrasebook), "seed": 7}]
     rows = read_jsonl(out / "eval_predictions.jsonl")
     assert len(rows) == 8 and all(row["id"].endswith(".png") and row["lm_tokens"] > 0 for row in rows)
     assert read_json(out / "eval_results.json")["eval_lm_tokens"] == sum(row["lm_tokens"] for row in rows)

@@ -1,5 +1,5 @@
 """examples/run_retrieval.py end to end on a few synthetic demo rows: the tiny MedViLL preset (candidate groups) and
-the tiny MISS preset (two-stage retrieval)."""
+the tiny MISS and M2I2 presets (two-stage retrieval)."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoProcessor
 
-from medvlp_hf import AutoModelForRetrieval, MISSConfig, MISSForRetrieval
+from medvlp_hf import AutoModelForRetrieval, M2I2Config, M2I2ForRetrieval, MISSConfig, MISSForRetrieval
 from medvlp_hf.auto import default_processor
 from medvlp_hf.data import MatchedPairCollator, load_demo, retrieval_candidate_groups
 from medvlp_hf.training.retrieval import ProcessedImages, image_groups, score_group
@@ -15,6 +15,8 @@ from medvlp_hf.training.two_stage_retrieval import two_stage_retrieval
 from tests.test_examples_common import read_json, read_jsonl, run_example, run_example_distributed, weights
 
 MISS = ("--model_type", "miss", "--config", "tiny")
+M2I2 = ("--model_type", "m2i2", "--config", "tiny")
+TWO_STAGE_MODELS = [(MISSConfig, MISSForRetrieval), (M2I2Config, M2I2ForRetrieval)]
 
 
 def test_train_eval_ranks_candidate_groups_in_both_directions_and_reloads(tmp_path):
@@ -40,10 +42,10 @@ def test_train_eval_ranks_candidate_groups_in_both_directions_and_reloads(tmp_pa
     assert first["top_candidates"] == [demo["qid"][group["candidates"][i]] for i in order]
 
 
-@pytest.mark.parametrize("model", [(), MISS], ids=["medvill", "miss"])
+@pytest.mark.parametrize("model", [(), MISS, M2I2], ids=["medvill", "miss", "m2i2"])
 def test_two_process_evaluation_equals_one_process(tmp_path, model):
-    """The candidate groups (MedViLL), or the images, texts and pairs of each stage (MISS), are split over 2 processes
-    and gathered back in order."""
+    """The candidate groups (MedViLL), or the images, texts and pairs of each stage (MISS, M2I2), are split over 2
+    processes and gathered back in order."""
     arguments = ("--do_eval", "--num_candidates", "4", "--rerank_top_k", "3", *model)
     run_example_distributed("retrieval", tmp_path / "two", *arguments, dropout=bool(model))
     run_example("retrieval", tmp_path / "one", *arguments, dropout=bool(model))
@@ -52,11 +54,13 @@ def test_two_process_evaluation_equals_one_process(tmp_path, model):
     assert {k: v for k, v in two.items() if "runtime" not in k} == pytest.approx({k: v for k, v in one.items() if "runtime" not in k})
 
 
-def test_miss_fine_tunes_with_itc_and_itm_and_is_evaluated_in_two_stages(tmp_path):
-    out, start = tmp_path / "miss", tmp_path / "start"
+@pytest.mark.parametrize(("config_class", "model_class"), TWO_STAGE_MODELS, ids=["miss", "m2i2"])
+def test_contrastive_model_fine_tunes_with_itc_and_itm_and_is_evaluated_in_two_stages(tmp_path, config_class,
+                                                                                      model_class):
+    out, start = tmp_path / "trained", tmp_path / "start"
     torch.manual_seed(0)
-    config = MISSConfig.from_preset("tiny")
-    MISSForRetrieval(config).save_pretrained(start)
+    config = config_class.from_preset("tiny")
+    model_class(config).save_pretrained(start)
     default_processor(config).save_pretrained(start)
     run_example("retrieval", out, "--do_train", "--do_eval", "--max_steps", "4", "--rerank_top_k", "3",
                 model=start, dropout=True)
@@ -69,7 +73,7 @@ def test_miss_fine_tunes_with_itc_and_itm_and_is_evaluated_in_two_stages(tmp_pat
     results = read_json(out / "eval_results.json")
     demo = load_demo(num_train=0, num_test=8)["test"]
     model = AutoModelForRetrieval.from_pretrained(out)
-    assert type(model) is MISSForRetrieval
+    assert type(model) is model_class
     processor = AutoProcessor.from_pretrained(out)
     texts = processor(text=list(demo["report"]), padding="longest", truncation=True, return_tensors="pt")
     expected = two_stage_retrieval(model, ProcessedImages(demo, processor, list(range(8))), texts["input_ids"],

@@ -45,6 +45,8 @@ def test_every_model_card_template_is_covered():
     assert sorted(CHECKPOINTS) == card_templates.available_model_types()
 
 
+# a snippet must not make its reader's first run print an autograd warning (float() of a loss that requires grad)
+@pytest.mark.filterwarnings("error:Converting a tensor with requires_grad:UserWarning")
 @pytest.mark.parametrize("model_type, architecture", HEADS)
 def test_card_usage_snippet_runs(model_type, architecture, tmp_path, monkeypatch):
     config, processor = CHECKPOINTS[model_type]()

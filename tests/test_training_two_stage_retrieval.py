@@ -52,6 +52,36 @@ def reranked(order, k, scores):
     return torch.cat([head.gather(1, by_score), order[:, k:]], dim=1)
 
 
+def assert_exhaustive_ranking(result, scores, similarity):
+    """`result` (of TEXT_TO_IMAGE, KS, k >= the candidates) against the reference (images, texts) pair `scores` and
+    stage-1 `similarity`: both directions ranked by the pair scores alone, the R@K of that ranking and of the
+    similarity's."""
+    assert torch.equal(result.image_rankings, scores.argsort(dim=1, descending=True))
+    assert torch.equal(result.text_rankings, scores.T.argsort(dim=1, descending=True))
+    torch.testing.assert_close(result.image_scores, scores.sort(dim=1, descending=True).values, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(result.text_scores, scores.T.sort(dim=1, descending=True).values, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(result.similarity, similarity, atol=1e-6, rtol=1e-5)
+    assert result.metrics == {
+        **cross_modal_recall_at_k(scores, KS, TEXT_TO_IMAGE),
+        **{f"itc_{name}": value for name, value in cross_modal_recall_at_k(similarity, KS, TEXT_TO_IMAGE).items()},
+    }
+
+
+def assert_reranked_shortlist(result, scores, similarity, k):
+    """`result` (of TEXT_TO_IMAGE, KS, top `k` below the candidates) against the reference: each query's k best
+    candidates by similarity re-ranked by the pair scores, the rest in similarity order; the R@K of both rankings."""
+    image_reference = reranked(similarity.argsort(dim=1, descending=True), k, scores)
+    text_reference = reranked(similarity.T.argsort(dim=1, descending=True), k, scores.T)
+    depth = max(k, *KS)
+    assert torch.equal(result.image_rankings, image_reference[:, :depth])
+    assert torch.equal(result.text_rankings, text_reference[:, :depth])
+    torch.testing.assert_close(result.image_scores, scores.gather(1, image_reference[:, :k]), atol=1e-5, rtol=1e-5)
+    assert result.metrics == {
+        **cross_modal_recall_from_rankings(image_reference, text_reference, TEXT_TO_IMAGE, KS),
+        **{f"itc_{name}": value for name, value in cross_modal_recall_at_k(similarity, KS, TEXT_TO_IMAGE).items()},
+    }
+
+
 def evaluate(setup, **options):
     model, pixels, input_ids, attention_mask, _ = setup
     return two_stage_retrieval(model, pixels, input_ids, attention_mask, TEXT_TO_IMAGE, ks=KS, **options)
@@ -62,13 +92,7 @@ def test_k_at_least_the_candidates_is_the_exhaustive_itm_ranking_in_both_directi
     assert_well_separated(scores)
     assert_well_separated(scores.T)
     result = evaluate(setup, k=100, batch_size=3)
-    assert torch.equal(result.image_rankings, scores.argsort(dim=1, descending=True))
-    assert torch.equal(result.text_rankings, scores.T.argsort(dim=1, descending=True))
-    torch.testing.assert_close(result.image_scores, scores.sort(dim=1, descending=True).values, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(result.text_scores, scores.T.sort(dim=1, descending=True).values, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(result.similarity, similarity, atol=1e-6, rtol=1e-5)
-    expected = cross_modal_recall_at_k(scores, KS, TEXT_TO_IMAGE)
-    assert {name: value for name, value in result.metrics.items() if not name.startswith("itc_")} == expected
+    assert_exhaustive_ranking(result, scores, similarity)
     # an image with several texts is found at K when any of them is in its top K
     hits = TEXT_TO_IMAGE[scores.argsort(dim=1, descending=True)] == torch.arange(5)[:, None]
     assert result.metrics["i2t_r@2"] == pytest.approx(hits[:, :2].any(1).double().mean().item())
@@ -79,14 +103,7 @@ def test_top_k_reranking_equals_the_reference_and_stage_one_figures_are_the_simi
     assert_well_separated(similarity)
     assert_well_separated(similarity.T)
     result = evaluate(setup, k=2, batch_size=4)
-    image_reference = reranked(similarity.argsort(dim=1, descending=True), 2, scores)
-    text_reference = reranked(similarity.T.argsort(dim=1, descending=True), 2, scores.T)
-    assert torch.equal(result.image_rankings, image_reference[:, :5])
-    assert torch.equal(result.text_rankings, text_reference[:, :5])
-    assert result.metrics == {
-        **cross_modal_recall_from_rankings(image_reference, text_reference, TEXT_TO_IMAGE, KS),
-        **{f"itc_{name}": value for name, value in cross_modal_recall_at_k(similarity, KS, TEXT_TO_IMAGE).items()},
-    }
+    assert_reranked_shortlist(result, scores, similarity, k=2)
     # the re-ranking changed something, or the comparison above would not tell the stages apart
     assert not torch.equal(result.image_rankings, similarity.argsort(dim=1, descending=True)[:, :5])
 

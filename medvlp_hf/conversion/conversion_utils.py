@@ -12,11 +12,14 @@ only its key table and what is special to its model.
 - Hashes, the model card with provenance and parity, and saving a converted folder without leaving half a folder.
 """
 
+import argparse
 import contextlib
 import hashlib
 import json
 import math
+import shlex
 import shutil
+import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -74,6 +77,34 @@ def linear_entries(original, target, out_features, in_features, bias=True):
 
 def layer_norm_entries(original, target, size):
     return [KeyEntry(f"{original}.{name}", f"{target}.{name}", (size,), module="norm") for name in ("weight", "bias")]
+
+
+def timm_vit_entries(original, target, width, intermediate, depth, grid_size, patch_size):
+    """A timm `VisionTransformer` (`cls_token`, `pos_embed`, `patch_embed.proj`, `blocks`, `norm`; BLIP's `vit.py`,
+    ALBEF's, MAE's encoder) -> transformers' BLIP ViT names (`embeddings`, `encoder.layers`, `post_layernorm`)."""
+    entries = [KeyEntry(f"{original}.cls_token", f"{target}.embeddings.class_embedding", (1, 1, width),
+                        module="embedding"),
+               KeyEntry(f"{original}.pos_embed", f"{target}.embeddings.position_embedding",
+                        (1, grid_size**2 + 1, width), module="embedding"),
+               KeyEntry(f"{original}.patch_embed.proj.weight", f"{target}.embeddings.patch_embedding.weight",
+                        (width, 3, patch_size, patch_size), module="conv"),
+               KeyEntry(f"{original}.patch_embed.proj.bias", f"{target}.embeddings.patch_embedding.bias", (width,))]
+    entries += timm_block_entries(f"{original}.blocks", f"{target}.encoder.layers", width, intermediate, depth)
+    return [*entries, *layer_norm_entries(f"{original}.norm", f"{target}.post_layernorm", width)]
+
+
+def timm_block_entries(original, target, width, intermediate, depth):
+    """`depth` timm ViT blocks (`norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1/fc2`) -> BLIP's ViT layer names."""
+    entries = []
+    for n in range(depth):
+        block, layer = f"{original}.{n}", f"{target}.{n}"
+        entries += [*layer_norm_entries(f"{block}.norm1", f"{layer}.layer_norm1", width),
+                    *linear_entries(f"{block}.attn.qkv", f"{layer}.self_attn.qkv", 3 * width, width),
+                    *linear_entries(f"{block}.attn.proj", f"{layer}.self_attn.projection", width, width),
+                    *layer_norm_entries(f"{block}.norm2", f"{layer}.layer_norm2", width),
+                    *linear_entries(f"{block}.mlp.fc1", f"{layer}.mlp.fc1", intermediate, width),
+                    *linear_entries(f"{block}.mlp.fc2", f"{layer}.mlp.fc2", width, intermediate)]
+    return entries
 
 
 def batch_norm_entries(original, target, channels):
@@ -371,6 +402,35 @@ def render_conversion_card(model_type, record, repo_id=None):
     provenance = {key: record.conversion[key] for key in ("source_checkpoint", "script", "command")}
     return render_model_card(model_type, architecture=record.architecture, datasets=record.conversion["datasets"],
                              repo_id=repo_id, conversion={**provenance, **card_parity_fields(record)})
+
+
+def converter_parser(doc, prog=None):
+    """A converter's argument parser: its description is the module docstring `doc` without its second paragraph (the
+    command-line example, which `prog` replaces in the usage line)."""
+    return argparse.ArgumentParser(
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=doc.split("\n\n", 1)[0] + "\n\n" + doc.split("\n\n", 2)[2])
+
+
+def run_converter(build_parser, convert, argv=None, prog=None):
+    """A converter's `main`: parse `argv` with `build_parser(prog)`, run `convert(args, staging, command)` (which
+    writes the converted folder into `staging` and returns the model and its parity record) in a staging folder that
+    replaces `--out` only when it succeeds, upload with `--push_to_hub`, and report. Returns the output folder."""
+    from medvlp_hf.hub import push_to_hub
+
+    from .parity import describe_reference
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    prog = prog or f"python {Path(sys.argv[0]).as_posix()}"
+    args = build_parser(prog).parse_args(argv)
+    with output_folder(args.out, args.overwrite) as staging:
+        model, record = convert(args, staging, shlex.join([*shlex.split(prog), *argv]))
+    out = Path(args.out)
+    if args.push_to_hub:
+        push_to_hub(out, args.push_to_hub)
+    print(f"converted {args.kind} checkpoint {args.checkpoint} -> {out} ({type(model).__name__}); parity "
+          f"{record.status}: {describe_reference(record)}")
+    return out
 
 
 def add_output_arguments(parser, harness):

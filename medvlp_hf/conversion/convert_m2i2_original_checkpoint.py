@@ -35,11 +35,8 @@ atol=1e-4)`, identical argmax and chosen answers) or nothing is saved. Without i
 converted model's own outputs, and the card says parity with the original is not verified for this checkpoint.
 """
 
-import argparse
 import json
 import re
-import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,29 +156,8 @@ def _pretraining_entries(m, g):
 
 def _vision_entries(original, target, g):
     """MAE's encoder (`mae.py`) or ALBEF's ViT (`vit.py`), timm blocks -> `M2I2VisionModel` (BLIP's ViT names)."""
-    d, i = g.vision_hidden_size, g.vision_intermediate_size
-    entries = [utils.KeyEntry(f"{original}.cls_token", f"{target}.embeddings.class_embedding", (1, 1, d),
-                              module="embedding"),
-               utils.KeyEntry(f"{original}.pos_embed", f"{target}.embeddings.position_embedding",
-                              (1, g.grid_size**2 + 1, d), module="embedding"),
-               utils.KeyEntry(f"{original}.patch_embed.proj.weight", f"{target}.embeddings.patch_embedding.weight",
-                              (d, 3, g.patch_size, g.patch_size), module="conv"),
-               utils.KeyEntry(f"{original}.patch_embed.proj.bias", f"{target}.embeddings.patch_embedding.bias", (d,))]
-    entries += _block_entries(f"{original}.blocks", f"{target}.encoder.layers", d, i, g.vision_num_hidden_layers)
-    return [*entries, *utils.layer_norm_entries(f"{original}.norm", f"{target}.post_layernorm", d)]
-
-
-def _block_entries(original, target, width, intermediate, depth):
-    entries = []
-    for n in range(depth):
-        block, layer = f"{original}.{n}", f"{target}.{n}"
-        entries += [*utils.layer_norm_entries(f"{block}.norm1", f"{layer}.layer_norm1", width),
-                    *utils.linear_entries(f"{block}.attn.qkv", f"{layer}.self_attn.qkv", 3 * width, width),
-                    *utils.linear_entries(f"{block}.attn.proj", f"{layer}.self_attn.projection", width, width),
-                    *utils.layer_norm_entries(f"{block}.norm2", f"{layer}.layer_norm2", width),
-                    *utils.linear_entries(f"{block}.mlp.fc1", f"{layer}.mlp.fc1", intermediate, width),
-                    *utils.linear_entries(f"{block}.mlp.fc2", f"{layer}.mlp.fc2", width, intermediate)]
-    return entries
+    return utils.timm_vit_entries(original, target, g.vision_hidden_size, g.vision_intermediate_size,
+                                  g.vision_num_hidden_layers, g.grid_size, g.patch_size)
 
 
 def _mim_decoder_entries(original, target, g, used):
@@ -192,7 +168,8 @@ def _mim_decoder_entries(original, target, g, used):
                utils.KeyEntry(f"{original}.decoder_pos_embed", f"{target}.position_embedding",
                               (1, g.grid_size**2 + 1, d), module="embedding"),
                *utils.linear_entries(f"{original}.decoder_embed", f"{target}.embed", d, g.vision_hidden_size),
-               *_block_entries(f"{original}.decoder_blocks", f"{target}.encoder.layers", d, i, g.mim_num_hidden_layers),
+               *utils.timm_block_entries(f"{original}.decoder_blocks", f"{target}.encoder.layers", d, i,
+                                         g.mim_num_hidden_layers),
                *utils.layer_norm_entries(f"{original}.decoder_norm", f"{target}.layer_norm", d),
                *utils.linear_entries(f"{original}.decoder_pred", f"{target}.prediction", pixels, d)]
     if used:
@@ -637,12 +614,9 @@ def read_vocabulary(tokenizer_dir=None) -> list:
 def build_processor(config, tokenizer_dir=None):
     """The M2I2 processor of a converted model (ALBEF's tokenisation, the released image preprocessing at the model's
     image size): the bundled bert-base-uncased vocabulary or the `vocab.txt` in `tokenizer_dir`, which must fill the
-    word table exactly. None while M2I2 has no processor registered with AutoProcessor."""
+    word table exactly."""
     import medvlp_hf
-    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
-    if type(config) not in PROCESSOR_MAPPING:
-        return None
     if tokenizer_dir is None:
         processor = medvlp_hf.default_processor(config)
     else:
@@ -656,16 +630,13 @@ def build_processor(config, tokenizer_dir=None):
 
 
 def build_parser(prog=None):
-    parser = argparse.ArgumentParser(
-        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 2)[2])
+    parser = utils.converter_parser(__doc__, prog)
     parser.add_argument("--checkpoint", required=True, help="original .pth ({'model': state_dict, 'optimizer', "
                                                             "'lr_scheduler', 'config', 'epoch'}) or a state dict file")
     parser.add_argument("--kind", required=True, choices=KINDS, help="which original model wrote the checkpoint")
     parser.add_argument("--head", choices=KINDS,
                         help="the medvlp-hf head to build (default: the kind's own; `vqa` from a pre-training "
                              "checkpoint as train_rad.py fine-tunes)")
-    parser.add_argument("--out", required=True, help="output folder (model, processor, parity record, README.md)")
     parser.add_argument("--image_size", type=int,
                         help="the checkpoint's image size (default: read off its position table), or with --head vqa "
                              f"the VQA model's (default {RELEASED_VQA_IMAGE_SIZE}: the position table is interpolated)")
@@ -678,61 +649,40 @@ def build_parser(prog=None):
                         help="ViT attention heads, for a ViT that is not 768 wide (default 12)")
     parser.add_argument("--mim_decoder_num_attention_heads", type=int,
                         help="MAE decoder attention heads, for a decoder that is not 512 wide (default 16)")
-    parser.add_argument("--reference", metavar="RECORD_DIR",
-                        help="parity record the harness (conversion/parity/m2i2) made on this checkpoint with the "
-                             "authors' code; the conversion fails unless the model reproduces it")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    parser.add_argument("--push_to_hub", metavar="REPO", help="also upload the folder to this Hub repository")
     parser.add_argument("--tokenizer_dir", help="folder with the WordPiece vocab.txt the model was trained with "
                                                 "(default: the bundled bert-base-uncased)")
-    parser.add_argument("--dataset", help="training data named on the model card (default per head)")
-    parser.add_argument("--no_card", action="store_true", help="do not write README.md")
+    utils.add_output_arguments(parser, "m2i2")
     return parser
 
 
 def main(argv=None, prog=None):
     """Convert, save, check parity; returns the output folder (nothing is left behind when a step fails)."""
-    from medvlp_hf.hub import push_to_hub, save_model_card
+    return utils.run_converter(build_parser, convert, argv, prog)
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    prog = prog or f"python {Path(sys.argv[0]).as_posix()}"
-    args = build_parser(prog).parse_args(argv)
+
+def convert(args, staging, command):
+    """The conversion `main` runs into the folder `staging`; returns the model and its parity record."""
     head = args.head or args.kind
-    with utils.output_folder(args.out, args.overwrite) as staging:
-        loaded = utils.load_checkpoint(args.checkpoint)
-        original_config = json.loads(Path(args.config).read_text()) if args.config else None
-        model = convert_state_dict(loaded.state_dict, args.kind, original_config, head, args.image_size,
-                                   loaded.training_config, args.vision_num_attention_heads,
-                                   args.mim_decoder_num_attention_heads, args.vqa_distillation)
-        vocabulary = read_vocabulary(args.tokenizer_dir)
-        if len(vocabulary) != model.config.text_config.vocab_size:
-            raise utils.CheckpointError(
-                f"the vocabulary has {len(vocabulary)} tokens but the checkpoint's word table has "
-                f"{model.config.text_config.vocab_size}; pass the folder of the vocab.txt it was trained with as "
-                "--tokenizer_dir.")
-        processor = build_processor(model.config, args.tokenizer_dir)
-        model.save_pretrained(staging)  # before the parity check, which runs the momentum update of the original
-        checkpoint_sha256 = utils.sha256_files(loaded.files)
-        record = parity_record(model, head, vocabulary, args.reference, checkpoint_sha256)
-        record.conversion = {
-            "source_checkpoint": f"{Path(args.checkpoint).name} (sha256 {checkpoint_sha256[:16]}…, "
-                                 f"{ORIGINAL_REPOSITORY}@{ORIGINAL_COMMIT})",
-            "script": SCRIPT, "command": shlex.join([*shlex.split(prog), *argv]),
-            "datasets": [args.dataset or DEFAULT_DATASETS[head]]}
-        if processor is not None:
-            processor.save_pretrained(staging)
-        parity.write_record(record, staging)
-        if not args.no_card:
-            save_model_card(utils.render_conversion_card(model.config.model_type, record, args.push_to_hub), staging)
-    out = Path(args.out)
-    if args.push_to_hub:
-        push_to_hub(out, args.push_to_hub)
-    print(f"converted {args.kind} checkpoint {args.checkpoint} -> {out} ({type(model).__name__}); parity "
-          f"{record.status}: {parity.describe_reference(record)}")
-    if processor is None:
-        print("note: no M2I2 processor is registered in this medvlp-hf version, so the folder holds no processor; "
-              "tokenise as ALBEF does ([CLS] text, answers [CLS] answer [SEP]) with the checkpoint's vocab.txt.")
-    return out
+    loaded = utils.load_checkpoint(args.checkpoint)
+    original_config = json.loads(Path(args.config).read_text()) if args.config else None
+    model = convert_state_dict(loaded.state_dict, args.kind, original_config, head, args.image_size,
+                               loaded.training_config, args.vision_num_attention_heads,
+                               args.mim_decoder_num_attention_heads, args.vqa_distillation)
+    vocabulary = read_vocabulary(args.tokenizer_dir)
+    if len(vocabulary) != model.config.text_config.vocab_size:
+        raise utils.CheckpointError(
+            f"the vocabulary has {len(vocabulary)} tokens but the checkpoint's word table has "
+            f"{model.config.text_config.vocab_size}; pass the folder of the vocab.txt it was trained with as "
+            "--tokenizer_dir.")
+    processor = build_processor(model.config, args.tokenizer_dir)
+    model.save_pretrained(staging)  # before the parity check, which runs the momentum update of the original
+    checkpoint_sha256 = utils.sha256_files(loaded.files)
+    record = parity_record(model, head, vocabulary, args.reference, checkpoint_sha256)
+    provenance = utils.conversion_provenance(
+        args.checkpoint, checkpoint_sha256, f"{ORIGINAL_REPOSITORY}@{ORIGINAL_COMMIT}", SCRIPT, command,
+        [args.dataset or DEFAULT_DATASETS[head]])
+    utils.finish_conversion(staging, record, processor, provenance, not args.no_card, args.push_to_hub)
+    return model, record
 
 
 if __name__ == "__main__":

@@ -23,11 +23,8 @@ atol=1e-4)`, identical argmax and tokens) or nothing is saved. Without it the fo
 model's own outputs, and the card says parity with the original is not verified for this checkpoint.
 """
 
-import argparse
 import json
 import re
-import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -442,9 +439,7 @@ def build_processor(config, tokenizer_dir=None):
 
 
 def build_parser(prog=None):
-    parser = argparse.ArgumentParser(
-        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 2)[2])
+    parser = utils.converter_parser(__doc__, prog)
     parser.add_argument("--checkpoint", required=True, help="original weights file or its directory")
     parser.add_argument("--kind", required=True, choices=KINDS, help="which original model wrote the checkpoint")
     parser.add_argument("--config", help="the original BERT config.json (default: the one in the checkpoint "
@@ -464,32 +459,26 @@ def build_parser(prog=None):
 
 
 def main(argv=None, prog=None):
-    """Convert, check parity, and save; returns the output folder."""
-    from medvlp_hf.hub import push_to_hub
+    """Convert, check parity, and save; returns the output folder (nothing is left behind when a step fails)."""
+    return utils.run_converter(build_parser, convert, argv, prog)
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    prog = prog or f"python {Path(sys.argv[0]).as_posix()}"
-    args = build_parser(prog).parse_args(argv)
-    with utils.output_folder(args.out, args.overwrite) as staging:
-        loaded = utils.load_checkpoint(args.checkpoint)
-        original_config = json.loads(Path(args.config).read_text()) if args.config else loaded.config
-        id2label = dict(enumerate(json.loads(Path(args.label_names).read_text()))) if args.label_names else None
-        model = convert_state_dict(loaded.state_dict, args.kind, original_config, args.image_size,
-                                   args.num_pretraining_image_tokens, args.attention_mask_type, id2label)
-        checkpoint_sha256 = utils.sha256_files(loaded.files)
-        record = parity_record(model, args.kind, args.reference, checkpoint_sha256)
-        provenance = utils.conversion_provenance(
-            args.checkpoint, checkpoint_sha256, f"{ORIGINAL_REPOSITORY}@{ORIGINAL_COMMIT}", SCRIPT,
-            shlex.join([*shlex.split(prog), *argv]), [args.dataset or DEFAULT_DATASETS[args.kind]])
-        model.save_pretrained(staging)
-        utils.finish_conversion(staging, record, build_processor(model.config, args.tokenizer_dir), provenance,
-                                not args.no_card, args.push_to_hub)
-    out = Path(args.out)
-    if args.push_to_hub:
-        push_to_hub(out, args.push_to_hub)
-    print(f"converted {args.kind} checkpoint {args.checkpoint} -> {out} ({type(model).__name__}); parity "
-          f"{record.status}: {parity.describe_reference(record)}")
-    return out
+
+def convert(args, staging, command):
+    """The conversion `main` runs into the folder `staging`; returns the model and its parity record."""
+    loaded = utils.load_checkpoint(args.checkpoint)
+    original_config = json.loads(Path(args.config).read_text()) if args.config else loaded.config
+    id2label = dict(enumerate(json.loads(Path(args.label_names).read_text()))) if args.label_names else None
+    model = convert_state_dict(loaded.state_dict, args.kind, original_config, args.image_size,
+                               args.num_pretraining_image_tokens, args.attention_mask_type, id2label)
+    checkpoint_sha256 = utils.sha256_files(loaded.files)
+    record = parity_record(model, args.kind, args.reference, checkpoint_sha256)
+    provenance = utils.conversion_provenance(
+        args.checkpoint, checkpoint_sha256, f"{ORIGINAL_REPOSITORY}@{ORIGINAL_COMMIT}", SCRIPT, command,
+        [args.dataset or DEFAULT_DATASETS[args.kind]])
+    model.save_pretrained(staging)
+    utils.finish_conversion(staging, record, build_processor(model.config, args.tokenizer_dir), provenance,
+                            not args.no_card, args.push_to_hub)
+    return model, record
 
 
 if __name__ == "__main__":

@@ -33,11 +33,8 @@ atol=1e-4)`, identical argmax and tokens) or nothing is saved. Without it the fo
 model's own outputs, and the card says parity with the original is not verified for this checkpoint.
 """
 
-import argparse
 import json
 import re
-import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,23 +141,8 @@ def original_key_table(kind: str, geometry: Geometry) -> list:
 
 def _vision_entries(original, target, g):
     """BLIP's `vit.py` VisionTransformer -> `MISSVisionModel` (transformers' BLIP ViT names)."""
-    d, i = g.vision_hidden_size, g.vision_intermediate_size
-    entries = [utils.KeyEntry(f"{original}.cls_token", f"{target}.embeddings.class_embedding", (1, 1, d),
-                              module="embedding"),
-               utils.KeyEntry(f"{original}.pos_embed", f"{target}.embeddings.position_embedding",
-                              (1, g.grid_size**2 + 1, d), module="embedding"),
-               utils.KeyEntry(f"{original}.patch_embed.proj.weight", f"{target}.embeddings.patch_embedding.weight",
-                              (d, 3, g.patch_size, g.patch_size), module="conv"),
-               utils.KeyEntry(f"{original}.patch_embed.proj.bias", f"{target}.embeddings.patch_embedding.bias", (d,))]
-    for n in range(g.vision_num_hidden_layers):
-        block, layer = f"{original}.blocks.{n}", f"{target}.encoder.layers.{n}"
-        entries += [*utils.layer_norm_entries(f"{block}.norm1", f"{layer}.layer_norm1", d),
-                    *utils.linear_entries(f"{block}.attn.qkv", f"{layer}.self_attn.qkv", 3 * d, d),
-                    *utils.linear_entries(f"{block}.attn.proj", f"{layer}.self_attn.projection", d, d),
-                    *utils.layer_norm_entries(f"{block}.norm2", f"{layer}.layer_norm2", d),
-                    *utils.linear_entries(f"{block}.mlp.fc1", f"{layer}.mlp.fc1", i, d),
-                    *utils.linear_entries(f"{block}.mlp.fc2", f"{layer}.mlp.fc2", d, i)]
-    return [*entries, *utils.layer_norm_entries(f"{original}.norm", f"{target}.post_layernorm", d)]
+    return utils.timm_vit_entries(original, target, g.vision_hidden_size, g.vision_intermediate_size,
+                                  g.vision_num_hidden_layers, g.grid_size, g.patch_size)
 
 
 def _text_entries(original, target, g):
@@ -514,9 +496,7 @@ def build_processor(config, tokenizer_dir=None):
 
 
 def build_parser(prog=None):
-    parser = argparse.ArgumentParser(
-        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=__doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n", 2)[2])
+    parser = utils.converter_parser(__doc__, prog)
     parser.add_argument("--checkpoint", required=True, help="original checkpoint_XX.pth ({'model': state_dict, ...}) "
                                                             "or a state dict file")
     parser.add_argument("--kind", required=True, choices=KINDS, help="which original model wrote the checkpoint")
@@ -536,31 +516,25 @@ def build_parser(prog=None):
 
 def main(argv=None, prog=None):
     """Convert, save, check parity; returns the output folder (nothing is left behind when a step fails)."""
-    from medvlp_hf.hub import push_to_hub
+    return utils.run_converter(build_parser, convert, argv, prog)
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    prog = prog or f"python {Path(sys.argv[0]).as_posix()}"
-    args = build_parser(prog).parse_args(argv)
+
+def convert(args, staging, command):
+    """The conversion `main` runs into the folder `staging`; returns the model and its parity record."""
     head = args.head or args.kind
-    with utils.output_folder(args.out, args.overwrite) as staging:
-        loaded = utils.load_checkpoint(args.checkpoint)
-        original_config = json.loads(Path(args.config).read_text()) if args.config else loaded.config
-        model = convert_state_dict(loaded.state_dict, args.kind, original_config, head, args.image_size,
-                                   args.vision_num_attention_heads)
-        processor = build_processor(model.config, args.tokenizer_dir)
-        model.save_pretrained(staging)  # before the parity check, which runs a pre-training model's momentum update
-        checkpoint_sha256 = utils.sha256_files(loaded.files)
-        record = parity_record(model, head, processor.tokenizer, args.reference, checkpoint_sha256)
-        provenance = utils.conversion_provenance(
-            args.checkpoint, checkpoint_sha256, f"{ORIGINAL_REPOSITORY}@{ORIGINAL_COMMIT}", SCRIPT,
-            shlex.join([*shlex.split(prog), *argv]), [args.dataset or DEFAULT_DATASETS[head]])
-        utils.finish_conversion(staging, record, processor, provenance, not args.no_card, args.push_to_hub)
-    out = Path(args.out)
-    if args.push_to_hub:
-        push_to_hub(out, args.push_to_hub)
-    print(f"converted {args.kind} checkpoint {args.checkpoint} -> {out} ({type(model).__name__}); parity "
-          f"{record.status}: {parity.describe_reference(record)}")
-    return out
+    loaded = utils.load_checkpoint(args.checkpoint)
+    original_config = json.loads(Path(args.config).read_text()) if args.config else loaded.config
+    model = convert_state_dict(loaded.state_dict, args.kind, original_config, head, args.image_size,
+                               args.vision_num_attention_heads)
+    processor = build_processor(model.config, args.tokenizer_dir)
+    model.save_pretrained(staging)  # before the parity check, which runs a pre-training model's momentum update
+    checkpoint_sha256 = utils.sha256_files(loaded.files)
+    record = parity_record(model, head, processor.tokenizer, args.reference, checkpoint_sha256)
+    provenance = utils.conversion_provenance(
+        args.checkpoint, checkpoint_sha256, f"{ORIGINAL_REPOSITORY}@{ORIGINAL_COMMIT}", SCRIPT, command,
+        [args.dataset or DEFAULT_DATASETS[head]])
+    utils.finish_conversion(staging, record, processor, provenance, not args.no_card, args.push_to_hub)
+    return model, record
 
 
 if __name__ == "__main__":

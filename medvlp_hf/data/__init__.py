@@ -25,8 +25,9 @@ from .report_jsonl import load_report_jsonl
 from .roco import load_roco
 from .slake import load_slake
 from .transcap import (
-    ATTRIBUTES, DEMOGRAPHIC_ATTRIBUTES, AttributeSource, TransCapCaptions, TransCapSpec, add_transcap_attributes,
-    apply_transcap, attribute_dictionary, attribute_values, compose_caption, with_transcap_captions,
+    ATTRIBUTES, DEMOGRAPHIC_ATTRIBUTES, AttributeSource, TransCapCaptions, TransCapSpec, add_label_vectors,
+    add_transcap_attributes, apply_transcap, attribute_dictionary, attribute_values, compose_caption,
+    with_transcap_captions,
 )
 from .transcap_phrasebook import Phrasebook, build_phrasebook
 from .vqa_rad import load_vqa_rad
@@ -54,6 +55,7 @@ __all__ = [
     "TransCapCaptions",
     "TransCapSpec",
     "VQACollator",
+    "add_label_vectors",
     "add_transcap_attributes",
     "answer_vocabulary",
     "apply_label_policy",

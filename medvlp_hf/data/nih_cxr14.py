@@ -19,6 +19,7 @@ from .errors import DataFormatError
 from .records import ImageResolver, RecordCollector, build_dataset_dict, canonical_split, group_by_split, read_lines
 from .schema import INT, STRING
 from .transcap import AttributeSource, TransCapSpec, apply_transcap
+from .transcap_phrasebook import Phrasebook
 
 NIH_FINDINGS = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax",
@@ -153,11 +154,22 @@ def _number(row: dict, column: str, kind: type) -> int | float:
     return number
 
 
-def load_transcap_nih(data_dir: str | os.PathLike, pipeline=None, phrasebook=None, demographics: bool = False,
+def load_transcap_nih(data_dir: str | os.PathLike, pipeline=None,
+                      phrasebook: Phrasebook | str | os.PathLike | None = None, demographics: bool = False,
                       seed: int = 0, keep_probability: float = 0.5, **kwargs) -> DatasetDict:
     """NIH ChestX-ray14 as TransCap image-caption pairs (`apply_transcap` with `NIH_CXR14_TRANSCAP`, plus age and sex
-    when `demographics`): `caption` is composed anew at every access of a train row, fixed per row elsewhere.
-    `kwargs` go to `apply_transcap` (e.g. `num_variants`, generation arguments for `pipeline`)."""
+    when `demographics`): `caption` is composed anew at every access of a train row, fixed per row elsewhere, drawn
+    with `seed` (pass the run's seed); `labels` is the multi-hot finding set (positions in the sorted pathology
+    values, `attribute_values(pairs)["pathology"]`) for label-conditioned negatives.
+
+    `phrasebook`: a `Phrasebook` or the path of a phrasebook JSON file (`Phrasebook.load`: e.g. phrasings written
+    once by a local text-generation pipeline); default: built from `pipeline`, else from the built-in templates.
+    `kwargs` go to `apply_transcap` (e.g. `num_variants`, generation arguments for `pipeline`).
+
+    Raises DataFormatError for a malformed phrasebook file and ValueError when it lacks a value of the data.
+    """
     spec = NIH_CXR14_TRANSCAP.with_attributes(**NIH_CXR14_DEMOGRAPHICS) if demographics else NIH_CXR14_TRANSCAP
+    if phrasebook is not None and not isinstance(phrasebook, Phrasebook):
+        phrasebook = Phrasebook.load(phrasebook)
     return apply_transcap(load_nih_cxr14(data_dir), spec, phrasebook=phrasebook, pipeline=pipeline, seed=seed,
                           keep_probability=keep_probability, **kwargs)

@@ -18,6 +18,14 @@ Generating phrasings takes a while with a real model: build them once and keep t
     phrasebook.save("phrasings.json")   # later: apply_transcap(dataset_dict, spec, Phrasebook.load("phrasings.json"))
 
 Age and sex are not paper attributes; a spec includes them only when asked (`DEMOGRAPHIC_ATTRIBUTES`).
+
+Negatives. Two images with the same pathology get interchangeable captions, so a caption of one is no true negative
+for the other. `apply_transcap` therefore writes the pathology set as a multi-hot `labels` vector, the form of the
+zoo's CheXpert labels, and MedViLL's pre-training draws its image-report matching negatives from images with another
+label set (`LabelConditionedNegatives`, chosen by `medvlp_hf.training.pretraining.negatives_for` whenever a `labels`
+column exists). MISS draws its ITM hard negatives inside the batch and excludes only the pair itself
+(`miss_pretrain.py`); its TransCap loader (`data/rsna_dataset.py`) gives the model no labels, so that draw stays the
+original's and may pair an image with the caption of another image with the same findings.
 """
 from __future__ import annotations
 
@@ -27,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
-from datasets import Dataset, DatasetDict, Features, List, Value
+from datasets import Dataset, DatasetDict, Features, List, Sequence, Value
 
 from .errors import DataFormatError
 from .randomness import WorkerSeededGenerator
@@ -35,7 +43,7 @@ from .transcap_phrasebook import Phrasebook, build_phrasebook
 
 ATTRIBUTES = ("modality", "plane", "shape", "size", "organ", "location", "pathology")
 DEMOGRAPHIC_ATTRIBUTES = ("age", "sex")
-ATTRIBUTES_COLUMN, CAPTION_COLUMN = "attributes", "caption"
+ATTRIBUTES_COLUMN, CAPTION_COLUMN, LABELS_COLUMN = "attributes", "caption", "labels"
 _POSITIVE_FLAGS = ("1", "1.0", "true")
 
 
@@ -211,6 +219,32 @@ def attribute_values(dataset: Dataset | DatasetDict, column: str = ATTRIBUTES_CO
     return {name: sorted(values) for name, values in found.items() if values}
 
 
+def add_label_vectors(dataset: DatasetDict, attribute: str = "pathology", attributes_column: str = ATTRIBUTES_COLUMN,
+                      column: str = LABELS_COLUMN) -> DatasetDict:
+    """`dataset` with a `column` of float multi-hot vectors: 1.0 at the positions of a row's `attribute` values among
+    `attribute_values(dataset)[attribute]` (sorted, over every split), 0.0 elsewhere. Two rows have equal vectors iff
+    they have the same set of values, which is what label-conditioned negatives compare (`chexpert.label_set`).
+
+    Returns `dataset` unchanged when no row has the attribute; raises ValueError when `column` exists already.
+    """
+    names = attribute_values(dataset, attributes_column).get(attribute)
+    if names is None:
+        return dataset
+    position = {name: index for index, name in enumerate(names)}
+    parts = {}
+    for split, part in dataset.items():
+        if column in part.column_names:
+            raise ValueError(f"split {split!r} already has a {column!r} column; pass label_attribute=None to keep it")
+        vectors = []
+        for dictionary in _stored(part, attributes_column):
+            vector = [0.0] * len(names)
+            for value in dictionary.get(attribute) or ():
+                vector[position[value]] = 1.0
+            vectors.append(vector)
+        parts[split] = part.add_column(column, vectors, feature=Sequence(Value("float32"), length=len(names)))
+    return DatasetDict(parts)
+
+
 def compose_caption(attributes: Mapping[str, Iterable[str]], phrasebook: Phrasebook, rng: random.Random,
                     keep_probability: float = 0.5, always: Iterable[str] = ("pathology",)) -> str:
     """One caption for an attribute dictionary: the `always` attributes (when present), each other one with
@@ -290,10 +324,7 @@ def with_transcap_captions(dataset: Dataset, phrasebook: Phrasebook, seed: int =
 
     Raises ValueError when the phrasebook lacks a value of the dataset or the caption column exists already.
     """
-    missing = phrasebook.missing(attribute_values(dataset, attributes_column))
-    if missing:
-        raise ValueError(f"the phrasebook has no phrasings for {missing[:10]}{' ...' if len(missing) > 10 else ''}; "
-                         f"build it from `attribute_values` of every split")
+    phrasebook.check_covers(attribute_values(dataset, attributes_column))
     if caption_column in dataset.column_names:
         raise ValueError(f"the dataset already has a {caption_column!r} column; pass another `caption_column`")
     if fixed and key_column not in dataset.column_names:
@@ -307,17 +338,27 @@ def with_transcap_captions(dataset: Dataset, phrasebook: Phrasebook, seed: int =
 def apply_transcap(dataset_dict: DatasetDict, spec: TransCapSpec, phrasebook: Phrasebook | None = None,
                    pipeline=None, seed: int = 0, keep_probability: float = 0.5, always: Iterable[str] = ("pathology",),
                    fixed_splits: Iterable[str] = ("validation", "test"), num_variants: int = 5,
-                   key_column: str = "id", **generate_kwargs) -> DatasetDict:
-    """TransCap in one call: attributes (`add_transcap_attributes`), a phrasebook over every split's values (the one
-    given, else `build_phrasebook` with `pipeline`, `num_variants` and `generate_kwargs`), then captions
-    (`with_transcap_captions`): new ones at every access, except the `fixed_splits` (one caption per row, so every
-    evaluation sees the same pairs). Returns the DatasetDict with `attributes` and `caption` columns."""
+                   key_column: str = "id", label_attribute: str | None = "pathology",
+                   **generate_kwargs) -> DatasetDict:
+    """TransCap in one call: attributes (`add_transcap_attributes`), the `label_attribute`'s value sets as `labels`
+    vectors for label-conditioned negatives (`add_label_vectors`; None: no `labels` column), a phrasebook over every
+    split's values (the one given, else `build_phrasebook` with `pipeline`, `num_variants` and `generate_kwargs`),
+    then captions (`with_transcap_captions`) drawn with `seed` (the run's seed): new ones at every access, except the
+    `fixed_splits` (one caption per row and seed, so every evaluation sees the same pairs). Returns the DatasetDict
+    with `attributes`, `labels` and `caption` columns.
+
+    Raises ValueError when the phrasebook lacks a value of the data (naming each missing entry) or when both a
+    phrasebook and a pipeline are given."""
     with_attributes = add_transcap_attributes(dataset_dict, spec, id_column=key_column)
+    if label_attribute is not None:
+        with_attributes = add_label_vectors(with_attributes, label_attribute)
     values = attribute_values(with_attributes)
     if phrasebook is None:
         phrasebook = build_phrasebook(values, pipeline, num_variants=num_variants, **generate_kwargs)
     elif pipeline is not None or generate_kwargs:
         raise ValueError("pass either a phrasebook or a pipeline (and its generation arguments) to build one")
+    else:
+        phrasebook.check_covers(values)
     fixed_splits = frozenset(fixed_splits)
     return DatasetDict({
         split: with_transcap_captions(part, phrasebook, seed, keep_probability, always, split in fixed_splits,

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .errors import DataFormatError
-from .transcap_templates import is_normal, template_phrasings, value_keywords
+from .transcap_templates import FRAMES, is_normal, template_phrasings, value_keywords
 
 logger = logging.getLogger("medvlp_hf.data")
 
@@ -27,6 +27,8 @@ REPHRASE_PROMPT = (
     "Rewrite the following sentence about a medical image in different words. Keep its exact meaning and add "
     "nothing. Answer with one sentence.\nSentence: {sentence}\nRewritten sentence:"
 )
+PHRASEBOOK_FORM = ('a phrasebook file is {"phrasings": {attribute: {value: [sentence, ...]}}} as Phrasebook.save '
+                   'writes it, or that inner {attribute: {value: [sentence, ...]}} mapping alone')
 MIN_WORDS, MAX_WORDS, MIN_LETTER_SHARE = 3, 40, 0.85
 _LEADING_MARKS = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s*")
 _QUOTES = "\"'`\u201c\u201d\u2018\u2019 "
@@ -87,37 +89,62 @@ class Phrasebook:
 
     Build it with `from_templates`, `from_pipeline` (both via `build_phrasebook`), `load`, or directly from a mapping
     {attribute: {value: [sentence, ...]}} of your own phrasings. `llm_fallbacks` lists the (attribute, value) pairs
-    for which the language model gave no usable phrasing, so the templates were used.
+    for which the language model gave no usable phrasing, so the templates were used. `source` names the file a
+    loaded phrasebook came from (None otherwise), for error messages.
+
+    Raises ValueError naming the entry (`phrasings['plane']['posteroanterior']`) when an attribute is not a TransCap
+    attribute, an attribute does not map values to sentences, or a value has no non-empty sentence.
     """
 
     def __init__(self, phrasings: Mapping[str, Mapping[str, Sequence[str]]],
-                 llm_fallbacks: Iterable[tuple[str, str]] = ()):
+                 llm_fallbacks: Iterable[tuple[str, str]] = (), source: str | None = None):
+        if not isinstance(phrasings, Mapping):
+            raise ValueError(f"phrasings must map attributes to {{value: [sentences]}}, got {type(phrasings).__name__}")
         self._phrasings = {}
         for attribute, by_value in phrasings.items():
+            where = f"phrasings[{attribute!r}]"
+            if attribute not in FRAMES:
+                raise ValueError(f"{where}: {attribute!r} is not a TransCap attribute; use one of {list(FRAMES)}")
+            if not isinstance(by_value, Mapping):
+                raise ValueError(f"{where} must map each value to a list of sentences ({{value: [sentences]}}), got "
+                                 f"{type(by_value).__name__} {_shorten(by_value)}")
             for value, sentences in by_value.items():
-                if isinstance(sentences, str) or not sentences or not all(
+                if isinstance(sentences, str) or not isinstance(sentences, Sequence) or not sentences or not all(
                     isinstance(sentence, str) and sentence.strip() for sentence in sentences
                 ):
-                    raise ValueError(
-                        f"phrasings of {attribute}={value!r} must be a non-empty list of non-empty sentences, got "
-                        f"{sentences!r}"
-                    )
+                    raise ValueError(f"{where}[{value!r}] must be a non-empty list of non-empty sentences, got "
+                                     f"{_shorten(sentences)}")
                 self._phrasings.setdefault(attribute, {})[value] = tuple(sentence.strip() for sentence in sentences)
-        self.llm_fallbacks = tuple((str(attribute), str(value)) for attribute, value in llm_fallbacks)
+        self.llm_fallbacks = tuple(_pairs(llm_fallbacks))
+        self.source = source
 
     def phrasings(self, attribute: str, value: str) -> tuple[str, ...]:
         try:
             return self._phrasings[attribute][value]
         except KeyError:
             raise KeyError(
-                f"the phrasebook has no phrasings for {attribute}={value!r}; build it from the attribute values of "
-                f"every split (`attribute_values(dataset_dict)`)"
+                f"the phrasebook{self._named()} has no phrasings for {attribute}={value!r}; build it from the "
+                f"attribute values of every split (`attribute_values(dataset_dict)`)"
             ) from None
 
     def missing(self, values: Mapping[str, Iterable[str]]) -> list[tuple[str, str]]:
         """The (attribute, value) pairs of `values` this phrasebook has no phrasings for."""
         return [(attribute, value) for attribute, items in values.items() for value in items
                 if value not in self._phrasings.get(attribute, {})]
+
+    def check_covers(self, values: Mapping[str, Iterable[str]]) -> None:
+        """Raise ValueError listing the (attribute, value) pairs of `values` without phrasings, and how to add them."""
+        missing = self.missing(values)
+        if missing:
+            listed = ", ".join(f"phrasings[{attribute!r}][{value!r}]" for attribute, value in missing[:10])
+            raise ValueError(
+                f"the phrasebook{self._named()} has no phrasings for {len(missing)} attribute value(s) of the dataset: "
+                f"{listed}{' ...' if len(missing) > 10 else ''}; add a list of sentences for each, or build the "
+                f"phrasebook from `attribute_values` of every split"
+            )
+
+    def _named(self) -> str:
+        return f" {self.source}" if self.source else ""
 
     def to_dict(self) -> dict:
         return {"phrasings": {attribute: {value: list(sentences) for value, sentences in by_value.items()}
@@ -129,16 +156,29 @@ class Phrasebook:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Phrasebook:
+        """A phrasebook file: `save`'s {"phrasings": {attribute: {value: [sentences]}}, "llm_fallbacks": [...]}, or
+        the bare {attribute: {value: [sentences]}} mapping (e.g. written by your own generation script).
+
+        Raises FileNotFoundError, and DataFormatError naming the file, the offending entry and the expected form.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"phrasebook file not found: {path}")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(data["phrasings"], data.get("llm_fallbacks", ()))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as error:
-            raise DataFormatError(
-                f"{path} is not a TransCap phrasebook ({{'phrasings': {{attribute: {{value: [sentences]}}}}}}): {error}"
-            ) from error
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DataFormatError(f"{path} is not a JSON file ({error}); {PHRASEBOOK_FORM}") from None
+        if not isinstance(data, dict):
+            raise DataFormatError(f"{path} holds a JSON {type(data).__name__}, not an object; {PHRASEBOOK_FORM}")
+        wrapped = "phrasings" in data
+        unexpected = sorted(set(data) - {"phrasings", "llm_fallbacks"}) if wrapped else []
+        if unexpected:
+            raise DataFormatError(f"{path} has unknown top-level key(s) {unexpected}; {PHRASEBOOK_FORM}")
+        try:
+            return cls(data["phrasings"] if wrapped else data, data.get("llm_fallbacks", ()) if wrapped else (),
+                       source=str(path))
+        except ValueError as error:
+            raise DataFormatError(f"{path}: {error}; {PHRASEBOOK_FORM}") from None
 
     @classmethod
     def from_templates(cls, values: Mapping[str, Iterable[str]]) -> Phrasebook:
@@ -194,6 +234,20 @@ class Phrasebook:
                 "keep the built-in template phrasings. First rejections: %s", len(fallbacks), len(pairs), examples,
             )
         return cls(phrasings, fallbacks)
+
+
+def _pairs(llm_fallbacks) -> list[tuple[str, str]]:
+    """The (attribute, value) pairs of `llm_fallbacks`; ValueError unless it is a list of 2-item lists."""
+    listed = isinstance(llm_fallbacks, Iterable) and not isinstance(llm_fallbacks, (str, Mapping))
+    pairs = list(llm_fallbacks) if listed else None
+    if pairs is None or not all(isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in pairs):
+        raise ValueError(f"llm_fallbacks must be a list of [attribute, value] pairs, got {_shorten(llm_fallbacks)}")
+    return [(str(attribute), str(value)) for attribute, value in pairs]
+
+
+def _shorten(item, limit: int = 80) -> str:
+    text = repr(item)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _conflicting_keywords(values: Mapping[str, Iterable[str]]) -> dict[tuple[str, str], tuple[str, ...]]:

@@ -148,6 +148,12 @@ class DataArguments:
     )
     organ: str = field(default="all", metadata={"help": "VQA-RAD organ filter: all, CHEST, HEAD or ABD."})
     language: str = field(default="en", metadata={"help": "SLAKE question language: en or zh."})
+    transcap_phrasebook: str | None = field(
+        default=None,
+        metadata={"help": "TransCap datasets (transcap_nih): a phrasebook JSON file, {attribute: {value: [sentences]}} "
+                  "(or Phrasebook.save's {\"phrasings\": ...}), e.g. phrasings written once by a local "
+                  "text-generation pipeline; default: the built-in template phrasings."},
+    )
     dataset_license: str | None = field(
         default=None,
         metadata={"help": "Licence of the training data, needed by --push_to_hub for datasets the model-card "
@@ -155,6 +161,9 @@ class DataArguments:
     )
 
     def __post_init__(self):
+        if self.transcap_phrasebook is not None and not self.dataset.startswith("transcap_"):
+            raise ValueError(f"--transcap_phrasebook gives the phrasings of a TransCap dataset; --dataset "
+                             f"{self.dataset} has its own texts. Drop it, or use --dataset transcap_nih.")
         for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -25,9 +25,10 @@ IMAGE_CAPTION_SPLITS = ("train", "validation", "test")
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    load: Callable  # (DataArguments, task) -> DatasetDict
+    load: Callable  # (DataArguments, task) -> DatasetDict; (DataArguments, task, seed) when `seeded`
     tasks: frozenset
     needs_data_dir: bool = True
+    seeded: bool = False  # draws at random while training (TransCap captions), from the run's --seed
 
 
 def _load_demo(args, task):
@@ -66,7 +67,8 @@ DATASETS = {
     "medicat": DatasetEntry(lambda args, task: data.load_medicat(args.data_dir), frozenset({PRETRAINING})),
     "image_caption_json": DatasetEntry(_load_image_caption_json, frozenset({PRETRAINING})),
     "transcap_nih": DatasetEntry(
-        lambda args, task: data.load_transcap_nih(args.data_dir), frozenset({PRETRAINING})
+        lambda args, task, seed: data.load_transcap_nih(args.data_dir, phrasebook=args.transcap_phrasebook, seed=seed),
+        frozenset({PRETRAINING}), seeded=True,
     ),
 }
 
@@ -75,15 +77,24 @@ def datasets_for(task):
     return sorted(name for name, entry in DATASETS.items() if task in entry.tasks)
 
 
-def load_task_dataset(data_args, task):
-    """The DatasetDict of `--dataset` for `task`, with a clear error for unknown names and missing folders."""
+def load_task_dataset(data_args, task, seed=None):
+    """The DatasetDict of `--dataset` for `task`, with a clear error for unknown names and missing folders.
+
+    `seed`: the run's --seed (`training_args.seed`), which a dataset that draws at random while training (TransCap's
+    captions) needs: its draws are then reproducible under that seed and differ between seeds.
+    """
     entry = DATASETS.get(data_args.dataset)
     if entry is None or task not in entry.tasks:
         raise ValueError(f"--dataset {data_args.dataset!r} is not available for {task}; choose one of "
                          f"{datasets_for(task)}.")
     if entry.needs_data_dir and data_args.data_dir is None:
         raise ValueError(f"--dataset {data_args.dataset} reads files: pass --data_dir with the dataset's folder.")
-    return entry.load(data_args, task)
+    if not entry.seeded:
+        return entry.load(data_args, task)
+    if seed is None:
+        raise ValueError(f"--dataset {data_args.dataset} draws its captions at random while training: pass the run's "
+                         "seed, load_task_dataset(data_args, task, seed=training_args.seed).")
+    return entry.load(data_args, task, seed)
 
 
 def text_column(dataset):

@@ -15,7 +15,8 @@ PREDICTION_OUTPUTS = ("logits", "itm_logits")
 
 
 def negatives_for(dataset, text_column):
-    """MedViLL's label-conditioned negatives when the data has CheXpert labels, else random other reports."""
+    """Label-conditioned negatives (MedViLL's) when the data has a `labels` label-set column (CheXpert labels, or
+    TransCap's finding sets), else random other reports."""
     if LABEL_COLUMN in dataset.column_names:
         return LabelConditionedNegatives(dataset, text_column=text_column, label_column=LABEL_COLUMN)
     return RandomNegatives(dataset, text_column=text_column)

@@ -16,7 +16,6 @@ the converter, built from its key table alone.
 """
 
 import argparse
-import datetime
 import json
 import subprocess
 import sys
@@ -25,11 +24,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[2]
-sys.path[:0] = [str(HERE), str(REPO_ROOT)]
+sys.path[:0] = [str(HERE), str(HERE.parent), str(REPO_ROOT)]
 
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
+import harness_common  # noqa: E402
 import shims  # noqa: E402
 
 shims.prepare()  # before anything imports torchvision (transformers' image processing does)
@@ -121,19 +121,9 @@ def vocabulary(geometry):
     return bert_base_uncased_vocab_file().read_text(encoding="utf-8").splitlines()
 
 
-def reference_provenance(producer, state_dict=None):
-    import importlib.metadata
-
-    from medvlp_hf.conversion import conversion_utils, parity
-
-    reference = {"implementation": "original", "repository": REPOSITORY, "commit": COMMIT, "producer": producer,
-                 "created": datetime.date.today().isoformat(),
-                 "environment": {**parity.environment(), "timm": importlib.metadata.version("timm")}}
-    if state_dict is not None:
-        with tempfile.TemporaryDirectory() as folder:
-            save_file(state_dict, Path(folder) / "model.safetensors")
-            reference["checkpoint_sha256"] = conversion_utils.sha256_file(Path(folder) / "model.safetensors")
-    return reference
+def reference_provenance(producer, checkpoint_sha256=None):
+    """Where a record's expected outputs come from: their repository and commit, this harness, the environment."""
+    return harness_common.reference_provenance(REPOSITORY, COMMIT, producer, ("timm",), checkpoint_sha256)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -155,21 +145,14 @@ def write_record(name, geometry, out, workdir):
                                      workdir)
     outputs = records.original_outputs(head, their_model, records.case_inputs(head, config, tensors), words, config)
     producer = f"conversion/parity/m2i2/make_fixtures.py --geometry {geometry}"
-    reference = reference_provenance(producer, state_dict)
+    reference = reference_provenance(producer, harness_common.state_dict_sha256(state_dict))
     reference["checkpoint"] = {"seeded_checkpoint": {"kind": kind, "geometry": geometry, "seed": WEIGHT_SEED}}
     reference["inputs"] = {"parity_inputs": {"seed": INPUT_SEEDS[geometry]}}
     record = records.build_record(head, type(model).__name__, config, outputs, tensors, reference)
     if geometry == "tiny":
         parity.write_record(record, out / "records" / name)
-        return
-    # released geometry: the tests regenerate weights and inputs, so only the expected outputs are kept
-    folder = out / name
-    folder.mkdir(parents=True, exist_ok=True)
-    expected = {key: value for key, value in record.tensors.items() if key.startswith("expected.")}
-    save_file(expected, folder / "expected.safetensors")
-    meta = {"architecture": record.architecture, "reference": record.reference, "config": record.config,
-            "tolerance": record.tolerance, "geometry": GEOMETRIES[geometry], "record": RECORDS[name]}
-    (folder / "reference.json").write_text(json.dumps(meta, indent=1) + "\n")
+    else:
+        harness_common.write_expected_outputs(record, out / name, geometry=GEOMETRIES[geometry], record=RECORDS[name])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parents[2])]
+sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[2])]
 
 import shims  # noqa: E402
 
@@ -69,8 +69,7 @@ def main(argv=None):
         outputs = records.original_outputs(head, their_model, records.case_inputs(head, config, tensors), vocabulary,
                                            config)
     reference = make_fixtures.reference_provenance(f"conversion/parity/m2i2/make_reference.py --kind {args.kind} "
-                                                   f"--head {head}")
-    reference["checkpoint_sha256"] = conversion_utils.sha256_files(loaded.files)
+                                                   f"--head {head}", conversion_utils.sha256_files(loaded.files))
     reference["inputs"] = {"parity_inputs": {"seed": 0}}
     record = records.build_record(head, type(model).__name__, config, outputs, tensors, reference)
     print(f"wrote {parity.write_record(record, args.out)}")

@@ -5,7 +5,8 @@ config file of the fixture's sizes, load the whole original-layout state dict st
 off; their pre-training forward, and their VQA training forward with `distill`, still update the momentum encoders, as
 they always do). A VQA model initialised from a pre-training checkpoint is initialised by `train_rad.py`'s own loading
 code, run from their file. Their forwards tokenise raw text themselves, with their tokenizer; what they compute inside
-is read back from their own local variables when the function returns (`captured_locals`), never recomputed here.
+is read back from their own local variables when the function returns (`harness_common.captured_locals`), never
+recomputed here.
 Their random draws (image masks, MLM masks and random words, ITM hard negatives) are replaced, call by call, by the
 record's (`injected_draws`).
 """
@@ -21,6 +22,7 @@ from types import SimpleNamespace
 import torch
 
 import shims
+from harness_common import captured_locals
 
 VIT_B_16 = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
             "patch_size": 16, "mim_hidden_size": 512, "mim_num_hidden_layers": 8, "mim_num_attention_heads": 16}
@@ -168,28 +170,8 @@ def train_rad_loading_code(fusion_layer):
 
 
 # --------------------------------------------------------------------------------------------------
-# Reading their functions' locals, replacing their draws
+# Replacing their draws
 # --------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def captured_locals(names_by_function):
-    """Yield {function name: calls}: while the block runs, every return of each function appends {name: value} of
-    its locals `names_by_function[function]` (`sys.setprofile`, so their code runs unchanged)."""
-    wanted = {function.__code__: (function.__qualname__, names) for function, names in names_by_function.items()}
-    calls = {name: [] for name, _ in wanted.values()}
-    previous = sys.getprofile()
-
-    def profile(frame, event, argument):
-        if event == "return" and frame.f_code in wanted:
-            name, names = wanted[frame.f_code]
-            calls[name].append({local: frame.f_locals[local] for local in names if local in frame.f_locals})
-
-    sys.setprofile(profile)
-    try:
-        yield calls
-    finally:
-        sys.setprofile(previous)
 
 
 @contextlib.contextmanager

@@ -24,10 +24,10 @@ import sys
 from functools import partial
 
 import numpy as np
-import torch
 from torch import nn
 
-MASK_VALUE = -10000.0  # the additive mask constant of the transformers version M2I2 pins (4.8.1)
+from harness_common import build_bert_offline, restore_bert_helpers
+from stand_ins import define_torchvision_operator_schemas
 
 
 def prepare():
@@ -36,9 +36,7 @@ def prepare():
     if getattr(prepare, "done", False):
         return
     np.float = float
-    library = torch.library.Library("torchvision", "FRAGMENT")
-    library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    library = define_torchvision_operator_schemas()
     _patch_transformers()
     prepare.library, prepare.done = library, True  # keep the schemas registered
 
@@ -55,28 +53,11 @@ def configure(vision=None):
 
 def _patch_transformers():
     import transformers.file_utils as file_utils
-    import transformers.modeling_utils as modeling_utils
     import transformers.tokenization_python as tokenization_python
-    from transformers import PreTrainedModel, pytorch_utils
 
-    modeling_utils.apply_chunking_to_forward = pytorch_utils.apply_chunking_to_forward
-    modeling_utils.prune_linear_layer = pytorch_utils.prune_linear_layer
-    modeling_utils.find_pruneable_heads_and_indices = _unused("find_pruneable_heads_and_indices")
+    restore_bert_helpers()
     file_utils.add_code_sample_docstrings = lambda *args, **kwargs: (lambda function: function)
     sys.modules["transformers.tokenization_utils"] = tokenization_python
-    PreTrainedModel.invert_attention_mask = _invert_attention_mask
-    PreTrainedModel.get_head_mask = lambda self, head_mask, num_hidden_layers: [None] * num_hidden_layers
-
-
-def _unused(name):
-    def fail(*args, **kwargs):
-        raise NotImplementedError(f"{name} (head pruning) is not shimmed: the harness never prunes heads")
-    return fail
-
-
-def _invert_attention_mask(self, mask):
-    extended = mask[:, None, :, :] if mask.dim() == 3 else mask[:, None, None, :]
-    return (1.0 - extended.to(self.dtype)) * MASK_VALUE
 
 
 def _patch_tokenizer():
@@ -94,17 +75,7 @@ def _patch_tokenizer():
 def _patch_xbert():
     from models import xbert
 
-    def build_from_config(cls, name, *args, config=None, **kwargs):
-        return cls(config, *args, **kwargs)
-
-    def init_weights(self):
-        self.apply(self._init_weights)
-        output = self.get_output_embeddings()
-        if output is not None:
-            output.weight = self.get_input_embeddings().weight
-
-    xbert.BertPreTrainedModel.from_pretrained = classmethod(build_from_config)
-    xbert.BertPreTrainedModel.init_weights = init_weights
+    build_bert_offline(xbert.BertPreTrainedModel)
 
 
 def _patch_vision(vision):

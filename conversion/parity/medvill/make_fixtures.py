@@ -16,11 +16,9 @@ Each family of the authors' code runs in its own process (their folders reuse mo
 """
 
 import argparse
-import datetime
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -29,6 +27,8 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(REPO_ROOT)]
 
 import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
+
+import harness_common  # noqa: E402
 
 FAMILIES = ("pretraining", "downstream", "retrieval", "classification", "preprocessing")
 FAMILY_KINDS = {"pretraining": ["pretraining"], "downstream": ["vqa", "report_generation"], "retrieval": ["retrieval"],
@@ -107,23 +107,9 @@ def converted_config(geometry, kind, state_dict):
     return model.config, type(model).__name__
 
 
-def reference_provenance(producer, state_dict=None):
-    from medvlp_hf.conversion import conversion_utils, parity
-
-    reference = {"implementation": "original", "repository": REPOSITORY, "commit": COMMIT, "producer": producer,
-                 "created": datetime.date.today().isoformat(),
-                 "environment": {**parity.environment(), "torchvision": _version("torchvision")}}
-    if state_dict is not None:
-        with tempfile.TemporaryDirectory() as folder:
-            save_file(state_dict, Path(folder) / "model.safetensors")
-            reference["checkpoint_sha256"] = conversion_utils.sha256_file(Path(folder) / "model.safetensors")
-    return reference
-
-
-def _version(package):
-    import importlib.metadata
-
-    return importlib.metadata.version(package)
+def reference_provenance(producer, checkpoint_sha256=None):
+    """Where a record's expected outputs come from: their repository and commit, this harness, the environment."""
+    return harness_common.reference_provenance(REPOSITORY, COMMIT, producer, ("torchvision",), checkpoint_sha256)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,21 +171,14 @@ def write_record(kind, run, state_dict, geometry, out):
     tensors = parity_inputs(kind, config, INPUT_SEED)
     outputs = records.original_outputs(kind, run, state_dict, config, tensors)
     producer = f"conversion/parity/medvill/make_fixtures.py --geometry {geometry}"
-    reference = reference_provenance(producer, state_dict)
+    reference = reference_provenance(producer, harness_common.state_dict_sha256(state_dict))
     reference["checkpoint"] = {"seeded_checkpoint": {"kind": kind, "geometry": geometry, "seed": WEIGHT_SEED}}
     reference["inputs"] = {"parity_inputs": {"seed": INPUT_SEED}}
     record = records.build_record(kind, architecture, config, outputs, tensors, reference)
     if geometry == "tiny":
         parity.write_record(record, out / "records" / kind)
-        return
-    # released geometry: the tests regenerate weights and inputs, so only the expected outputs are kept
-    folder = out / kind
-    folder.mkdir(parents=True, exist_ok=True)
-    expected = {key: value for key, value in record.tensors.items() if key.startswith("expected.")}
-    save_file(expected, folder / "expected.safetensors")
-    meta = {"architecture": architecture, "reference": record.reference, "config": record.config,
-            "tolerance": record.tolerance, "geometry": GEOMETRIES[geometry]}
-    (folder / "reference.json").write_text(json.dumps(meta, indent=1) + "\n")
+    else:
+        harness_common.write_expected_outputs(record, out / kind, geometry=GEOMETRIES[geometry])
 
 
 def write_preprocessing(run, folder, data_dir):

@@ -63,8 +63,8 @@ def main(argv=None):
     run = original.Run(bert, config.image_feature_size, Path(args.vocab_file).read_text(encoding="utf-8").splitlines())
     tensors = converter.parity_inputs(args.kind, config)
     outputs = records.original_outputs(args.kind, run, loaded.state_dict, config, tensors)
-    reference = make_fixtures.reference_provenance(f"conversion/parity/medvill/make_reference.py --kind {args.kind}")
-    reference["checkpoint_sha256"] = conversion_utils.sha256_files(loaded.files)
+    reference = make_fixtures.reference_provenance(f"conversion/parity/medvill/make_reference.py --kind {args.kind}",
+                                                   conversion_utils.sha256_files(loaded.files))
     reference["inputs"] = {"parity_inputs": {"seed": 0}}
     record = records.build_record(args.kind, type(model).__name__, config, outputs, tensors, reference)
     print(f"wrote {parity.write_record(record, args.out)}")

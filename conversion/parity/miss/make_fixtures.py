@@ -33,6 +33,7 @@ shims.prepare()  # before timm and transformers' image processing import torchvi
 
 from safetensors.torch import save_file  # noqa: E402
 
+import harness_common  # noqa: E402
 import original  # noqa: E402
 import records  # noqa: E402
 from medvlp_hf.conversion import parity  # noqa: E402
@@ -115,7 +116,7 @@ class Harness:
         kind, head = RECORDS[name]
         state_dict, model, tokenizer, tensors, original_model = self.setup(name)
         outputs = records.original_outputs(head, original_model, model.config, tensors, tokenizer)
-        reference = records.reference_provenance(producer, records.state_dict_sha256(state_dict))
+        reference = records.reference_provenance(producer, harness_common.state_dict_sha256(state_dict))
         reference["checkpoint"] = {"seeded_checkpoint": {"kind": kind, "geometry": self.geometry, "seed": WEIGHT_SEED}}
         reference["inputs"] = {"parity_inputs": {"head": head, "seed": INPUT_SEED}}
         return records.build_record(head, type(model).__name__, model.config, outputs, tensors, reference)
@@ -148,16 +149,6 @@ def write_detailed_pretraining(harness, folder):
     (folder / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
-def write_compact(record, folder, geometry):
-    """Released geometry: only the expected outputs (the tests regenerate weights and inputs from the seeds)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    expected = {key: value for key, value in record.tensors.items() if key.startswith("expected.")}
-    save_file(expected, folder / "expected.safetensors")
-    meta = {"architecture": record.architecture, "reference": record.reference, "config": record.config,
-            "tolerance": record.tolerance, "geometry": GEOMETRIES[geometry]}
-    (folder / "reference.json").write_text(json.dumps(meta, indent=1) + "\n")
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--original", required=True, help="checkout of TIMMY-CHAN/MISS at ac8b724")
@@ -178,7 +169,7 @@ def main(argv=None):
             if args.geometry == "tiny":
                 print(f"wrote {parity.write_record(record, out / 'records' / name)}", flush=True)
             else:
-                write_compact(record, out / name, args.geometry)
+                harness_common.write_expected_outputs(record, out / name, geometry=GEOMETRIES[args.geometry])
                 print(f"wrote {out / name}", flush=True)
         if args.geometry == "tiny":
             write_detailed_pretraining(harness, out / "pretraining")

@@ -4,7 +4,7 @@ Models are built by their constructors (`models/miss_pretrain.py::MISS_Pretrain`
 BERT config file of the fixture's sizes, load the whole original-layout state dict strictly, and run in eval mode
 (dropout off; their pre-training forward still updates the momentum encoders and the queues, as it always does). Their
 forwards take raw text and tokenise it themselves; what they compute inside is read back from their own local variables
-when the function returns (`captured_locals`), never recomputed here.
+when the function returns (`harness_common.captured_locals`), never recomputed here.
 """
 
 import contextlib
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 import shims
+from harness_common import captured_locals
 
 VIT_B_16 = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
             "patch_size": 16}  # create_vit('base')
@@ -102,28 +103,8 @@ def vqa_model_from_pretraining(config_file, checkpoint_file, image_size):
 
 
 # --------------------------------------------------------------------------------------------------
-# Reading their functions' locals
+# Replacing their draws
 # --------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def captured_locals(names_by_function):
-    """Yield {function name: calls}: while the block runs, every return of each function appends {name: value} of
-    its locals `names_by_function[function]` (`sys.setprofile`, so their code runs unchanged)."""
-    wanted = {function.__code__: (function.__name__, names) for function, names in names_by_function.items()}
-    calls = {name: [] for name, _ in wanted.values()}
-    previous = sys.getprofile()
-
-    def profile(frame, event, argument):
-        if event == "return" and frame.f_code in wanted:
-            name, names = wanted[frame.f_code]
-            calls[name].append({local: frame.f_locals[local] for local in names if local in frame.f_locals})
-
-    sys.setprofile(profile)
-    try:
-        yield calls
-    finally:
-        sys.setprofile(previous)
 
 
 @contextlib.contextmanager
@@ -162,7 +143,7 @@ def pretraining_forward(model, pixel_values, captions, alpha, negative_images, n
     with captured_locals({MISS_Pretrain.forward: names}) as calls, torch.no_grad():
         with fixed_multinomial([*negative_images.tolist(), *negative_texts.tolist()]):
             model(pixel_values, captions, alpha)
-    return calls["forward"][0]
+    return calls[MISS_Pretrain.forward.__qualname__][0]
 
 
 def vqa_training_forward(model, pixel_values, questions, answers):
@@ -173,7 +154,7 @@ def vqa_training_forward(model, pixel_values, questions, answers):
     names = ("question", "answer", "answer_output", "loss")
     with captured_locals({MISS_VQA.forward: names}) as calls, torch.no_grad():
         model(pixel_values, questions, answers, train=True, n=[1] * len(questions))
-    return calls["forward"][0]
+    return calls[MISS_VQA.forward.__qualname__][0]
 
 
 def vqa_generate(model, pixel_values, questions):
@@ -195,7 +176,7 @@ def vqa_generate(model, pixel_values, questions):
             answers = model(pixel_values, questions, train=False, inference="generate")
     finally:
         del decoder.generate
-    return answers, calls["forward"][0]["question"], outputs[0]
+    return answers, calls[MISS_VQA.forward.__qualname__][0]["question"], outputs[0]
 
 
 def vqa_rank(model, pixel_values, questions, candidates, k):
@@ -211,4 +192,5 @@ def vqa_rank(model, pixel_values, questions, candidates, k):
     names = {MISS_VQA.forward: ("question",), MISS_VQA.rank_answer: ("prob_first_token", "topk_ids", "log_probs_sum")}
     with captured_locals(names) as calls, torch.no_grad():
         chosen = model(pixel_values, questions, answer, train=False, inference="rank", k_test=k)
-    return chosen, calls["forward"][0]["question"], calls["rank_answer"][0], answer
+    question = calls[MISS_VQA.forward.__qualname__][0]["question"]
+    return chosen, question, calls[MISS_VQA.rank_answer.__qualname__][0], answer

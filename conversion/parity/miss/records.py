@@ -4,17 +4,12 @@ take (they tokenise it themselves; the harness checks they rebuild exactly the r
 model, and their outputs stored under the names of the medvlp-hf outputs they correspond to.
 """
 
-import datetime
-import importlib.metadata
-import tempfile
-from pathlib import Path
-
 import torch
-from safetensors.torch import save_file
 
+import harness_common
 import original
 from medvlp_hf.conversion import convert_miss_original_checkpoint as converter
-from medvlp_hf.conversion import conversion_utils, parity
+from medvlp_hf.conversion import parity
 
 # Which candidates the ranking case scores must not hinge on rounding: the log first-token probabilities at the top-k
 # boundary must differ by more than this (a relative difference of 0.1% of the probabilities).
@@ -93,14 +88,5 @@ def build_record(head, architecture, config, outputs, tensors, reference) -> par
 
 def reference_provenance(producer, checkpoint_sha256):
     """Where a record's expected outputs come from: their repository and commit, this harness, the environment."""
-    versions = {name: importlib.metadata.version(name) for name in ("timm", "torchvision")}
-    return {"implementation": "original", "repository": converter.ORIGINAL_REPOSITORY,
-            "commit": converter.ORIGINAL_COMMIT, "producer": producer, "created": datetime.date.today().isoformat(),
-            "environment": {**parity.environment(), **versions}, "checkpoint_sha256": checkpoint_sha256}
-
-
-def state_dict_sha256(state_dict):
-    """sha256 of `state_dict` saved as the tests save it (`model.safetensors`), which the converter hashes."""
-    with tempfile.TemporaryDirectory() as folder:
-        save_file(state_dict, Path(folder) / "model.safetensors")
-        return conversion_utils.sha256_file(Path(folder) / "model.safetensors")
+    return harness_common.reference_provenance(converter.ORIGINAL_REPOSITORY, converter.ORIGINAL_COMMIT, producer,
+                                               ("timm", "torchvision"), checkpoint_sha256)

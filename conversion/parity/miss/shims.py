@@ -26,10 +26,10 @@ before (`prepare`) or right after (`configure`) their modules are imported.
 import torch
 from torch import nn
 
+from harness_common import build_bert_offline, restore_bert_helpers
 from stand_ins import define_torchvision_operator_schemas, stub_module
 
 AUTHOR_TOKENIZER_PATH = "/home/cjw/demo/bert-base-uncased"  # hard-coded in models/miss.py:init_tokenizer
-MASK_VALUE = -10000.0  # the additive mask constant of the transformers versions BLIP/MISS pin
 
 
 def prepare():
@@ -62,28 +62,11 @@ def _no_checkpoint_wrapper(module, *args, **kwargs):
 
 
 def _patch_transformers():
-    import transformers.modeling_utils as modeling_utils
-    from transformers import PreTrainedModel, pytorch_utils
     from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-    modeling_utils.apply_chunking_to_forward = pytorch_utils.apply_chunking_to_forward
-    modeling_utils.prune_linear_layer = pytorch_utils.prune_linear_layer
-    modeling_utils.find_pruneable_heads_and_indices = _unused("find_pruneable_heads_and_indices")
-    PreTrainedModel.invert_attention_mask = _invert_attention_mask
-    PreTrainedModel.get_head_mask = lambda self, head_mask, num_hidden_layers: [None] * num_hidden_layers
+    restore_bert_helpers()
     PreTrainedTokenizerBase.additional_special_tokens_ids = property(
         lambda self: self.convert_tokens_to_ids(list(self.extra_special_tokens)))
-
-
-def _unused(name):
-    def fail(*args, **kwargs):
-        raise NotImplementedError(f"{name} (head pruning) is not shimmed: the harness never prunes heads")
-    return fail
-
-
-def _invert_attention_mask(self, mask):
-    extended = mask[:, None, :, :] if mask.dim() == 3 else mask[:, None, None, :]
-    return (1.0 - extended.to(self.dtype)) * MASK_VALUE
 
 
 def _patch_tokenizer(vocab_dir):
@@ -102,17 +85,7 @@ def _patch_med():
 
     from models import med
 
-    def build_from_config(cls, name, *args, config=None, **kwargs):
-        return cls(config, *args, **kwargs)
-
-    def init_weights(self):
-        self.apply(self._init_weights)
-        output = self.get_output_embeddings()
-        if output is not None:
-            output.weight = self.get_input_embeddings().weight
-
-    med.BertPreTrainedModel.from_pretrained = classmethod(build_from_config)
-    med.BertPreTrainedModel.init_weights = init_weights
+    build_bert_offline(med.BertPreTrainedModel)
     med.BertPreTrainedModel.resize_token_embeddings = _resize_token_embeddings
     decoder = med.BertLMHeadModel
     if GenerationMixin not in decoder.__bases__:

@@ -13,12 +13,13 @@ import torch
 from ..chexpert import label_set
 
 
-def _column(pool, name: str) -> list:
-    """One column of a `datasets.Dataset` (without decoding images) or of a list of dicts."""
+def _column(pool, name: str, image_column: str = "image") -> list:
+    """One column of a `datasets.Dataset` or of a list of dicts. A Dataset's column is read without decoding its
+    images even when a format transform computes it from the whole row (TransCap captions)."""
     if hasattr(pool, "column_names"):
         if name not in pool.column_names:
             raise KeyError(f"the negative pool has no column {name!r}; its columns are {pool.column_names}")
-        return list(pool[name])
+        return list(pool.select_columns([column for column in pool.column_names if column != image_column])[name])
     return [record[name] for record in pool]
 
 
@@ -29,7 +30,7 @@ class _NegativePool:
         if len(pool) < 2:
             raise ValueError("a negative pool needs at least two records")
         self.pool = pool
-        self.texts = _column(pool, text_column)
+        self.texts = _column(pool, text_column, image_column)
         self.image_column = image_column
         self.max_tries = max_tries
 
@@ -61,7 +62,7 @@ class LabelConditionedNegatives(_NegativePool):
                  image_column: str = "image", max_tries: int = 300):
         super().__init__(pool, text_column, image_column, max_tries)
         self.label_column = label_column
-        self.label_sets = [label_set(labels) for labels in _column(pool, label_column)]
+        self.label_sets = [label_set(labels) for labels in _column(pool, label_column, image_column)]
 
     def sample_index(self, example: Mapping, generator: torch.Generator) -> int:
         query = label_set(example[self.label_column])

@@ -131,7 +131,7 @@ class RetrievalGroupCollator(ProcessorCollator):
             raise ValueError(f"direction={direction!r}; choose 'i2t' (image query) or 't2i' (report query)")
         self.dataset = dataset
         self.direction = direction
-        self.texts = _column(dataset, text_column)
+        self.texts = _column(dataset, text_column, image_column)
 
     def __call__(self, group: Mapping) -> dict:
         query, candidates = group["query"], list(group["candidates"])

@@ -132,6 +132,7 @@ class M2I2VisionConfig(PretrainedConfig):
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"vision_config.drop_path_rate={drop_path_rate} must be in [0, 1).")
 
+    # Copied from medvlp_hf.models.miss.configuration_miss.MISSVisionConfig.grid_size
     @property
     def grid_size(self) -> int:
         """Patches per side of the square image."""
@@ -244,9 +245,13 @@ class M2I2TextConfig(PretrainedConfig):
         return self.num_hidden_layers - self.fusion_layer
 
 
+# Copied from medvlp_hf.models.miss.configuration_miss._check_heads
 def _check_heads(name, hidden_size, num_attention_heads):
+    """Attention splits `hidden_size` evenly across the heads; `name` is the sub-config's field in the model config."""
     if hidden_size % num_attention_heads:
-        raise ValueError(f"{name}.hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads}).")
+        raise ValueError(
+            f"{name}.hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads})."
+        )
 
 
 class M2I2Config(PretrainedConfig):

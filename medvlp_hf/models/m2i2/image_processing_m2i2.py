@@ -122,8 +122,18 @@ class M2I2ImageProcessor(PilBackend):
         inputs, float32 in [0, 1] else)."""
         return decode_image(image, False, float_max_value, input_data_format)
 
+    # Copied from medvlp_hf.models.medvill.image_processing_medvill.MedViLLImageProcessor._preprocess
     def _preprocess(
-        self, images, do_resize, size, resample, do_normalize, image_mean, image_std, return_tensors, **kwargs
+        self,
+        images,
+        do_resize,
+        size,
+        resample,
+        do_normalize,
+        image_mean,
+        image_std,
+        return_tensors,
+        **kwargs,
     ) -> BatchFeature:
         """Resize (PIL), map to [0, 1], replicate gray to 3 channels, normalise, stack to [B, 3, H, W]."""
         pixel_values = []

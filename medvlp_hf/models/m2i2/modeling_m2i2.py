@@ -843,6 +843,7 @@ class M2I2Output(ModelOutput):
     vision_model_output: BaseModelOutput | None = None
     text_model_output: BaseModelOutputWithCrossAttentions | None = None
 
+    # Copied from medvlp_hf.models.miss.modeling_miss.MISSOutput.to_tuple
     def to_tuple(self):
         return tuple(
             value.to_tuple() if isinstance(value, ModelOutput) else value for value in super().to_tuple()
@@ -910,13 +911,29 @@ class M2I2AnswerRankingOutput(ModelOutput):
     answer_indices: torch.LongTensor | None = None
 
 
+# Copied from medvlp_hf.models.miss.modeling_miss.MISSForRetrievalOutput with MISS->M2I2
 @dataclass
 class M2I2ForRetrievalOutput(ModelOutput):
-    """logits: (B, 2) ITM logits of the (image, text) pairs; scores: their matching probability softmax[:, 1]."""
+    """
+    loss: the ITM cross-entropy of the given pairs (`labels`), or itc_loss + itm_loss (`return_loss=True`).
+    logits: (N, 2) ITM logits of the scored pairs: the B input pairs, or with `return_loss=True` the B positives,
+        then each text with its hard-negative image, then each image with its hard-negative text (`itm_labels`).
+    scores: (N,) their matching probability softmax(logits)[:, 1].
+    itm_labels: (3B,) 1 for the positives, 0 for the hard negatives (`return_loss=True`).
+    logits_per_image / logits_per_text: (B, B) in-batch ITC similarities over the temperature (`return_loss=True`).
+    negative_image_indices / negative_text_indices: (B,) the drawn hard negatives (`return_loss=True`).
+    """
 
     loss: torch.FloatTensor | None = None
+    itc_loss: torch.FloatTensor | None = None
+    itm_loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     scores: torch.FloatTensor | None = None
+    itm_labels: torch.LongTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    negative_image_indices: torch.LongTensor | None = None
+    negative_text_indices: torch.LongTensor | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1029,6 +1046,7 @@ class M2I2PreTrainedModel(PreTrainedModel):
         """Heads with momentum encoders or queues override this; returns the missing keys left."""
         return missing
 
+    # Copied from medvlp_hf.models.miss.modeling_miss.MISSPreTrainedModel._init_weights with MISS->M2I2
     def _init_weights(self, module):
         super()._init_weights(module)
         # the module that holds the LM head's bias: transformers initialises a remote-code module only when one of its
@@ -1114,6 +1132,7 @@ class M2I2Model(M2I2ContrastiveMixin, M2I2PreTrainedModel):
     # zero-shot image-classification pipeline reads.
     additional_auto_classes = ("AutoModelForZeroShotImageClassification",)
 
+    # Copied from medvlp_hf.models.miss.modeling_miss.MISSModel.__init__ with MISS->M2I2
     def __init__(self, config: M2I2Config):
         super().__init__(config)
         self._build_contrastive_towers(config)
@@ -1181,6 +1200,7 @@ class M2I2MomentumMixin:
             for name, parameter in getattr(self, online_name).named_parameters(remove_duplicate=False):
                 if id(parameter) not in seen:
                     seen.add(id(parameter))
+
                     yield f"{online_name}.{name}", parameter, momentum[name]
 
     def _init_weights(self, module):
@@ -1910,9 +1930,23 @@ class M2I2ForVQA(M2I2MomentumMixin, M2I2PreTrainedModel, GenerationMixin):
 
 
 class M2I2ForRetrieval(M2I2ContrastiveMixin, M2I2PreTrainedModel):
-    """Image-text retrieval: ITC embeddings (`get_image_features` / `get_text_features`) to shortlist candidates, the
-    ITM head on the joint encoding of a pair (`forward(...).scores`) to re-rank them. Trained on (image, text, match)
-    pairs with the ITM cross-entropy."""
+    """Image-text retrieval as ALBEF's (`Retrieval.py`, `models/model_retrieval.py`): ITC embeddings
+    (`get_image_features` / `get_text_features`) shortlist candidates, the ITM head on the fusion layers' encoding of a
+    pair re-ranks them by its "match" logit (`score_pairs` over `get_image_hidden_states`, computed once per image):
+    the two-stage protocol of `medvlp_hf.training.two_stage_retrieval`. Images are encoded with every patch (MAE's
+    masking is pre-training's), as the VQA head encodes them.
+
+    Trains two ways. On matched pairs with `return_loss=True`, as ALBEF's retrieval fine-tuning: in-batch ITC with the
+    learnt temperature, where examples with equal `image_ids` (ALBEF's `idx`) are all positives of each other, plus
+    ITM on the positives and on one hard negative per text and per image drawn from the ITC similarity, the fusion
+    layers reading the ITC pass's `text`-mode states. Without momentum distillation and queues: the authors' M2I2 code
+    has no retrieval (its scripts are `pretrain_med.py` and `train_{rad,slake,pathvqa}.py`; originals.md §0, §3.1), so
+    ALBEF's retrieval distillation (`distill: True`) is not M2I2's, and the momentum encoders stay with
+    `M2I2ForPreTraining` (as `MISSForRetrieval` leaves BLIP's out). The temperature is clamped to
+    [itc_temperature_min, itc_temperature_max] as M2I2's pre-training clamps it; ALBEF's `model_retrieval.py` divides
+    by it unclamped, the same while it is in that range. Or on (image, text, match) pairs with `labels`, the ITM
+    cross-entropy alone (MedViLL's protocol).
+    """
 
     new_head_modules = ("itm_head",)
 
@@ -1922,6 +1956,13 @@ class M2I2ForRetrieval(M2I2ContrastiveMixin, M2I2PreTrainedModel):
         self.itm_head = nn.Linear(config.text_config.hidden_size, 2)
         self.post_init()
 
+    def get_image_hidden_states(self, pixel_values) -> torch.FloatTensor:
+        """(B, 1 + grid_size**2, vision hidden) the ViT's states of each image over every patch: what the fusion layers
+        cross-attend (`image_hidden_states` of `forward`, `score_pairs`, `get_joint_features`; computed once, they
+        serve any number of texts). pixel_values: (B, 3, image_size, image_size); another size is a ValueError."""
+        return self.vision_model(pixel_values).last_hidden_state
+
+    # Copied from medvlp_hf.models.miss.modeling_miss.MISSForRetrieval.forward with MISS->M2I2, w_1..w_n [SEP]->w_1..w_n
     def forward(
         self,
         input_ids=None,
@@ -1929,6 +1970,11 @@ class M2I2ForRetrieval(M2I2ContrastiveMixin, M2I2PreTrainedModel):
         pixel_values=None,
         labels=None,
         image_hidden_states=None,
+        return_loss=None,
+        image_ids=None,
+        negative_image_indices=None,
+        negative_text_indices=None,
+        generator=None,
         output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
@@ -1936,15 +1982,114 @@ class M2I2ForRetrieval(M2I2ContrastiveMixin, M2I2PreTrainedModel):
     ) -> M2I2ForRetrievalOutput:
         r"""
         input_ids: (B, L) texts `[CLS] w_1..w_n`; pixel_values: (B, 3, H, W) the image of each pair, or
-            `image_hidden_states` (B, N, D) its ViT states (`vision_model(pixel_values).last_hidden_state`, to score
-            one image against many texts without re-running the ViT).
-        labels: (B,) 1 for a matching pair, 0 otherwise.
+            `image_hidden_states` (B, N, D) its ViT states (`get_image_hidden_states`, to score one image against many
+            texts without re-running the ViT).
+        labels: (B,) 1 for a matching pair, 0 otherwise: the ITM loss of these pairs.
+        return_loss: with matched pairs (and no `labels`), the ITC + ITM training loss (see the class).
+        image_ids: (B,) which image each pair shows (`return_loss`; default: every pair its own image).
+        negative_image_indices / negative_text_indices: (B,) ITM hard negatives to use instead of drawing them.
+        generator: the `torch.Generator` the hard negatives are drawn from.
         """
         check_label_batch(labels, input_ids)
+        if return_loss and labels is None:
+            return self._contrastive_loss(input_ids, attention_mask, pixel_values, image_hidden_states, image_ids,
+                                          negative_image_indices, negative_text_indices, generator)
         joint = self.get_joint_features(input_ids, pixel_values, attention_mask, image_hidden_states)
         logits = self.itm_head(joint.last_hidden_state[:, 0])
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return M2I2ForRetrievalOutput(loss=loss, logits=logits, scores=logits.float().softmax(-1)[:, 1])
+
+    # Copied from medvlp_hf.models.miss.modeling_miss.MISSForRetrieval.score_pairs with MISS->M2I2, w_1..w_n [SEP]->w_1..w_n
+    def score_pairs(self, image_hidden_states, input_ids, attention_mask=None) -> torch.FloatTensor:
+        """(B,) the ranking score of each (image, text) pair: the ITM head's "match" logit, as BLIP's and ALBEF's
+        retrieval evaluations re-rank (not the probability `forward().scores`, which orders pairs differently).
+
+        Args:
+            image_hidden_states: (B, N, D) each pair's image states (`get_image_hidden_states`; one image's row
+                repeated to score it against several texts).
+            input_ids / attention_mask: (B, L) texts `[CLS] w_1..w_n`.
+        """
+        return self(input_ids=input_ids, attention_mask=attention_mask,
+                    image_hidden_states=image_hidden_states).logits[:, 1].float()
+
+    def _contrastive_loss(self, input_ids, attention_mask, pixel_values, image_states, image_ids,
+                          negative_image_indices, negative_text_indices, generator):
+        """ITC + ITM on matched pairs (`model_retrieval.py` without distillation; see the class)."""
+        if input_ids is None or (pixel_values is None and image_states is None):
+            raise ValueError("return_loss=True trains on matched pairs: pass texts (`input_ids`) and their images.")
+        batch_size = input_ids.shape[0]
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if image_states is None:
+            check_image_batch(pixel_values, batch_size)
+            image_states = self.get_image_hidden_states(pixel_values)
+        else:
+            check_image_batch(image_states, batch_size)
+        if image_ids is None:
+            same_image = torch.eye(batch_size, dtype=torch.bool, device=input_ids.device)
+        else:
+            check_label_batch(image_ids, input_ids, "image_ids")
+            same_image = image_ids[:, None] == image_ids[None, :]
+        text_states = self.text_encoder(input_ids, attention_mask, mode="text").last_hidden_state
+        image_embeds = F.normalize(self.vision_proj(image_states[:, 0]), dim=-1)
+        text_embeds = F.normalize(self.text_proj(text_states[:, 0]), dim=-1)
+        logits_per_image = image_embeds @ text_embeds.T / self.clamped_temperature()
+        targets = same_image.float() / same_image.sum(1, keepdim=True)
+        itc_loss = (
+            -(F.log_softmax(logits_per_image.float(), dim=1) * targets).sum(1).mean()
+            - (F.log_softmax(logits_per_image.T.float(), dim=1) * targets).sum(1).mean()
+        ) / 2
+        if negative_image_indices is None or negative_text_indices is None:
+            drawn_images, drawn_texts = self._draw_hard_negatives(logits_per_image, same_image, generator)
+            negative_image_indices = drawn_images if negative_image_indices is None else negative_image_indices
+            negative_text_indices = drawn_texts if negative_text_indices is None else negative_text_indices
+        joint = self.text_encoder(
+            attention_mask=torch.cat([attention_mask, attention_mask, attention_mask[negative_text_indices]]),
+            encoder_hidden_states=torch.cat([image_states, image_states[negative_image_indices], image_states]),
+            mode="fusion",
+            text_hidden_states=torch.cat([text_states, text_states, text_states[negative_text_indices]]),
+        ).last_hidden_state[:, 0]
+        logits = self.itm_head(joint)
+        itm_labels = torch.cat([
+            torch.ones(batch_size, dtype=torch.long), torch.zeros(2 * batch_size, dtype=torch.long)
+        ]).to(logits.device)
+        itm_loss = F.cross_entropy(logits.float(), itm_labels)
+        return M2I2ForRetrievalOutput(
+            loss=itc_loss + itm_loss,
+            itc_loss=itc_loss,
+            itm_loss=itm_loss,
+            logits=logits,
+            scores=logits.float().softmax(-1)[:, 1],
+            itm_labels=itm_labels,
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_image.T,
+            negative_image_indices=negative_image_indices,
+            negative_text_indices=negative_text_indices,
+        )
+
+    @torch.no_grad()
+    def _draw_hard_negatives(self, logits_per_image, same_image, generator):
+        """(B,) a negative image for each text, then (B,) a negative text for each image, each drawn from `generator`
+        with probability softmax(ITC similarity) over the batch's examples of other images (ALBEF's softmax, then 0
+        where `same_image`: the same distribution, taken over the allowed entries so that no row underflows to all
+        zeros at a small temperature). In evaluation without a generator the draw is seeded with 0."""
+        if same_image.shape[0] < 2:
+            raise ValueError(
+                "ITM draws its hard negatives from the other examples of the batch, and this batch has only 1; use "
+                "batches of at least 2."
+            )
+        if bool(same_image.all(-1).any()):
+            raise ValueError(
+                "ITM draws its hard negatives from the batch's other images, and in this batch an image has no other: "
+                "every example shows it (image_ids). Shuffle the data so a batch holds several images."
+            )
+        if generator is None and not self.training:
+            generator = torch.Generator(device=same_image.device).manual_seed(0)
+        return tuple(
+            torch.multinomial(F.softmax(similarity.float().masked_fill(same_image, -torch.inf), dim=1), 1,
+                              generator=generator)[:, 0]
+            for similarity in (logits_per_image.T, logits_per_image)
+        )
 
 
 __all__ = [

@@ -96,11 +96,7 @@ class MISSVisionConfig(PretrainedConfig):
         self.drop_path_rate = drop_path_rate
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
-        if hidden_size % num_attention_heads:
-            raise ValueError(
-                f"vision_config.hidden_size ({hidden_size}) must be divisible by num_attention_heads "
-                f"({num_attention_heads})."
-            )
+        _check_heads("vision_config", hidden_size, num_attention_heads)
         if image_size % patch_size:
             raise ValueError(f"vision_config.image_size={image_size} must be a multiple of patch_size={patch_size}.")
         if not 0.0 <= drop_path_rate < 1.0:
@@ -163,11 +159,7 @@ class MISSTextConfig(PretrainedConfig):
         self.pad_token_id = pad_token_id
         self.bos_token_id = bos_token_id
         super().__init__(**kwargs)
-        if hidden_size % num_attention_heads:
-            raise ValueError(
-                f"text_config.hidden_size ({hidden_size}) must be divisible by num_attention_heads "
-                f"({num_attention_heads})."
-            )
+        _check_heads("text_config", hidden_size, num_attention_heads)
 
 
 class MISSConfig(PretrainedConfig):
@@ -308,6 +300,14 @@ class MISSConfig(PretrainedConfig):
             fields[key] = {**_PRESETS[name].get(key, {}), **overrides.get(key, {})}
         fields["text_config"].setdefault("encoder_hidden_size", fields["vision_config"].get("hidden_size", 768))
         return cls(**fields)
+
+
+def _check_heads(name, hidden_size, num_attention_heads):
+    """Attention splits `hidden_size` evenly across the heads; `name` is the sub-config's field in the model config."""
+    if hidden_size % num_attention_heads:
+        raise ValueError(
+            f"{name}.hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads})."
+        )
 
 
 def _sub_config(config_class, value):

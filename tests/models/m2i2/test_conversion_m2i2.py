@@ -11,9 +11,6 @@ answers.
 import argparse
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -38,8 +35,6 @@ from .conversion_fixtures import (
     write_original_files,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-CONVERTER_SCRIPT = REPO_ROOT / "conversion" / "convert_m2i2_original_checkpoint.py"
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-4}
 
 
@@ -334,13 +329,6 @@ def test_a_vocabulary_that_does_not_fill_the_word_table_is_refused(tmp_path):
     (tmp_path / "tokenizer" / "vocab.txt").write_text("\n".join(vocabulary()[:150]) + "\n")
     with pytest.raises(CheckpointError, match="vocabulary has 150 tokens but the checkpoint's word table has 200"):
         conv.main(arguments)
-
-
-def test_the_checkout_script_runs_this_checkouts_converter():
-    result = subprocess.run([sys.executable, str(CONVERTER_SCRIPT), "--help"], capture_output=True, text=True,
-                            timeout=300, cwd="/")
-    assert result.returncode == 0, result.stderr
-    assert "--reference RECORD_DIR" in result.stdout and "--kind {pretraining,vqa}" in result.stdout
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,6 +14,12 @@ from transformers import BertConfig, BertModel, BlipVisionConfig, BlipVisionMode
 import medvlp_hf
 from medvlp_hf import M2I2Config, M2I2ForPreTraining, M2I2ForRetrieval, M2I2ForVQA, M2I2Model
 from medvlp_hf.models.m2i2 import mask_caption_tokens, sincos_position_table, vqa_state_dict_from_pretraining
+from tests.common.albef_style import (
+    assert_bias_initialised_to_zero,
+    assert_momentum_step,
+    reference_itc_loss,
+    reference_itm_logits,
+)
 from tests.common.contrastive_tester import ContrastiveTesterMixin
 from tests.common.model_tester import ModelTesterMixin
 from tests.common.momentum_tester import MomentumTesterMixin
@@ -293,14 +299,8 @@ def test_itc_loss_is_momentum_distilled_contrast_against_the_queue_on_masked_ima
             masked_image_states(model.vision_model_m, pixels, inputs["momentum_patch_noise"])[:, 0]), dim=-1)
         text_m = F.normalize(model.text_proj_m(
             model.text_encoder_m(ids, mask, mode="text").last_hidden_state[:, 0]), dim=-1)
-        queue = model.feature_queue
-        image_all = torch.cat([image_m, queue.image_queue.T])
-        text_all = torch.cat([text_m, queue.text_queue.T])
-        losses = []
-        for query, query_m, keys in ((image, image_m, text_all), (text, text_m, image_all)):
-            targets = 0.4 * (query_m @ keys.T / temperature).softmax(-1) + 0.6 * torch.eye(3, keys.shape[0])
-            losses.append(-(targets * (query @ keys.T / temperature).log_softmax(-1)).sum(-1).mean())
-    torch.testing.assert_close(output.itc_loss, (losses[0] + losses[1]) / 2)
+        expected = reference_itc_loss(image, text, image_m, text_m, model.feature_queue, temperature, alpha=0.4)
+    torch.testing.assert_close(output.itc_loss, expected)
     torch.testing.assert_close(output.loss, output.itc_loss)
     assert output.logits_per_image.shape == (3, 3 + model.config.queue_size)
 
@@ -320,9 +320,7 @@ def test_itm_loss_on_injected_hard_negatives():
                                                image_hidden_states=states[image_rows])
             return model.itm_head(encoded.last_hidden_state[:, 0])
 
-        rows = torch.arange(3)
-        logits = torch.cat([match(rows, rows), match(rows, negative_images), match(negative_texts, rows)])
-        labels = torch.tensor([1, 1, 1, 0, 0, 0, 0, 0, 0])
+        logits, labels = reference_itm_logits(match, negative_images, negative_texts)
     torch.testing.assert_close(output.itm_logits, logits, atol=1e-5, rtol=1e-5)
     assert output.itm_labels.tolist() == labels.tolist()
     torch.testing.assert_close(output.itm_loss, F.cross_entropy(logits, labels), atol=1e-5, rtol=1e-5)
@@ -436,11 +434,7 @@ def test_momentum_step_is_an_ema_that_enqueues_and_clamps_the_temperature():
     assert "mlm_head.predictions.bias" in names or "mlm_head.predictions.decoder.bias" in names
     assert "mlm_head.predictions.decoder.weight" not in names, "the tied LM-head weight is the word embeddings'"
     model.momentum_step()
-    for name, online, shadow in model.momentum_parameter_pairs():
-        torch.testing.assert_close(shadow, before[name][1] * 0.995 + before[name][0] * 0.005, atol=0, rtol=0)
-    torch.testing.assert_close(model.feature_queue.image_queue[:, :3], image_m.T)
-    assert int(model.feature_queue.queue_ptr) == 3
-    assert model.temperature.item() == pytest.approx(model.config.itc_temperature_min)
+    assert_momentum_step(model, before, image_m)
     assert [model.distillation_alpha_at(epoch) for epoch in (0, 0.5, 1, 3)] == pytest.approx([0, 0.2, 0.4, 0.4])
 
 
@@ -469,17 +463,7 @@ def test_lm_heads_new_to_a_base_checkpoint_start_with_a_zero_bias(tmp_path):
         assert head.predictions.decoder.bias is head.predictions.bias
     # what from_pretrained does, without depending on what the memory held: only the bias is left to initialise
     model = build(M2I2ForPreTraining)
-    for module in model.modules():
-        module._is_hf_initialized = False
-    for tensor in (*model.parameters(), *model.buffers()):
-        tensor._is_hf_initialized = True
-    bias = model.mlm_head.predictions.bias
-    del bias._is_hf_initialized
-    with torch.no_grad():
-        bias.fill_(float("nan"))
-    assert model.is_custom_code()
-    model.initialize_weights()
-    assert torch.equal(bias, torch.zeros_like(bias))
+    assert_bias_initialised_to_zero(model, model.mlm_head.predictions.bias)
 
 
 # ------------------------------------------------------------------ VQA

@@ -24,6 +24,7 @@ from medvlp_hf.data.collators.vqa import GenerativeVQACollator, VQACollator
 from medvlp_hf.models.m2i2 import M2I2Config, M2I2ForPreTraining, M2I2ForVQA, M2I2ImageProcessor, M2I2Processor
 from medvlp_hf.models.m2i2.processing_m2i2 import pre_caption, pre_question, preprocess_answer
 from medvlp_hf.resources import bert_base_uncased_vocab_file, tokenizer_dir
+from tests.common.albef_style import TEXT_ERRORS, image_setting_refusals
 from tests.common.processor_tester import ProcessorTester, ProcessorTesterMixin
 
 PAD, CLS, SEP, MASK = 0, 101, 102, 103
@@ -150,19 +151,7 @@ def test_other_eight_bit_modes_are_converted_to_rgb_like_the_original(colour_ima
     assert torch.equal(image_processor(image)["pixel_values"][0], test_transform_reference(image, 24))
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        ({"do_convert_rgb": False}, "takes 3-channel images"),
-        ({"do_rescale": False}, "cannot be changed"),
-        ({"rescale_factor": 1 / 65535}, "cannot be changed"),
-        ({"do_center_crop": True}, "without centre crop"),
-        ({"do_pad": True}, "without centre crop or padding"),
-        ({"size": {"shortest_edge": 8}}, "size must be"),
-        ({"data_format": "channels_last"}, "channels-first"),
-        ({"float_max_value": 0}, "float_max_value must be positive"),
-    ],
-)
+@pytest.mark.parametrize("kwargs, message", image_setting_refusals())
 def test_image_processor_refuses_settings_that_break_the_pipeline(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         M2I2ImageProcessor(size=8)(np.zeros((4, 4), np.uint8), **kwargs)
@@ -362,14 +351,10 @@ def test_truncated_answers_keep_their_sep(processor):
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        ({"text": "a", "text_kind": "caption"}, ValueError, "text_kind must be one of ('report', 'question')"),
+        *TEXT_ERRORS,
         ({"text_target": "b"}, ValueError, "M2I2 has no report decoder"),
         ({"text": "a", "generation_prompt": True}, ValueError, "pass text_kind='question'"),
         ({"text_target": "b", "text_kind": "question", "generation_prompt": True}, ValueError, "a training target"),
-        ({}, ValueError, "needs images, text or both"),
-        ({"text": [["pre", "tokenized"]]}, TypeError, "text must be a str or a non-empty list of str"),
-        ({"text": "a", "truncation": "only_second"}, ValueError, "truncation must be True or False"),
-        ({"text": "a", "return_token_type_ids": True}, TypeError, "unexpected keyword arguments ['return_token"),
         ({"text_target": "a", "text_kind": "question", "max_length": 1}, ValueError, "no room for [CLS] ... [SEP]"),
         ({"text_target": "a", "text_kind": "question", "padding": "max_length"}, ValueError, "needs a max_length"),
         ({"text": "a " * 30, "text_kind": "question", "truncation": False}, ValueError, "31 tokens long as [CLS] ..."),

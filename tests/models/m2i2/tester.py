@@ -2,48 +2,26 @@
 ALBEF's tokenizer writes them, independent of the processor): captions and questions `[CLS] w_1..w_n` without a closing
 [SEP], answers `[CLS] a_1..a_n [SEP]`."""
 
+import functools
+
 import torch
 
 from medvlp_hf import M2I2Config, M2I2ForPreTraining, M2I2ForRetrieval, M2I2ForVQA, M2I2Model
-from tests.common.generation_tester import GenerationTester
-from tests.common.model_tester import ModelTester
-from tests.common.momentum_tester import MomentumTester
+from tests.common import albef_style
+from tests.common.albef_style import (  # noqa: F401 (the tests' names)
+    CLS,
+    PAD,
+    SEP,
+    TEXT_LENGTHS,
+    pixel_batch,
+    text_batch,
+)
+from tests.common.albef_style import decoder_labels as answer_labels
 
-PAD, CLS, SEP, MASK = 0, 101, 102, 103
-TEXT_LENGTHS = (5, 2, 3, 4)
+MASK = 103
 ANSWER_LENGTHS = (2, 1, 3, 2)
 NOISE_INPUTS = ("patch_noise", "momentum_patch_noise", "mim_patch_noise")
-
-
-def tiny_config(**overrides) -> M2I2Config:
-    """The tiny preset with dropout off."""
-    text = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, **overrides.pop("text_config", {})}
-    return M2I2Config.from_preset("tiny", text_config=text, **overrides)
-
-
-def text_batch(lengths, generator, end=None, first=CLS, vocab_low=1000, vocab_high=2000, left_pad=False):
-    """Texts `first w_1..w_n [end]` with the given numbers of words, padded to the longest."""
-    closing = [] if end is None else [end]
-    total = max(lengths) + 1 + len(closing)
-    rows, masks = [], []
-    for n in lengths:
-        text = [first] + torch.randint(vocab_low, vocab_high, (n,), generator=generator).tolist() + closing
-        pad = [PAD] * (total - len(text))
-        rows.append(pad + text if left_pad else text + pad)
-        masks.append([0] * len(pad) + [1] * len(text) if left_pad else [1] * len(text) + [0] * len(pad))
-    return torch.tensor(rows), torch.tensor(masks)
-
-
-def pixel_batch(config, batch_size, generator):
-    size = config.vision_config.image_size
-    return torch.randn(batch_size, 3, size, size, generator=generator)
-
-
-def answer_labels(answer_ids, answer_mask):
-    """Decoder targets aligned with the answers: the tokens, -100 at position 0 and at padding."""
-    labels = answer_ids.masked_fill(answer_mask == 0, -100)
-    labels[:, 0] = -100
-    return labels
+tiny_config = functools.partial(albef_style.tiny_config, M2I2Config)
 
 
 def mlm_targets(input_ids, attention_mask, generator):
@@ -54,13 +32,14 @@ def mlm_targets(input_ids, attention_mask, generator):
     return input_ids.masked_fill(chosen, MASK), input_ids.masked_fill(~chosen, -100)
 
 
-class M2I2ModelTester(ModelTester):
+class M2I2ModelTester(albef_style.AlbefStyleModelTester):
     base_model_class = M2I2Model
     model_classes = (M2I2Model, M2I2ForPreTraining, M2I2ForVQA, M2I2ForRetrieval)
     # pre-training with its MLM term only (accumulation_overrides): ITC and ITM contrast the batch's examples, MIM is a
     # micro-batch mean weighted by the micro-batch's share of masked tokens
     mean_loss_model_classes = (M2I2ForPreTraining, M2I2ForVQA, M2I2ForRetrieval)
     unpaired_model_classes = (M2I2Model,)
+    decoder_model_classes = (M2I2ForVQA,)
     pairwise_outputs = ("logits_per_image", "logits_per_text")
     model_folder = "m2i2"
 
@@ -79,22 +58,8 @@ class M2I2ModelTester(ModelTester):
     def batch_independent_overrides(self):
         return {"pretraining_objectives": ["mim"]}
 
-    def add_layer(self, config_dict):
-        config_dict["text_config"]["num_hidden_layers"] += 1
-
-    def widen(self, config):
-        config.text_config.hidden_size *= 2
-        config.text_config.intermediate_size *= 2
-
     def prepare_inputs(self, config, batch_size=3, seed=0, left_pad=False, model_class=None):
-        generator = torch.Generator().manual_seed(seed)
-        lengths = [TEXT_LENGTHS[row % len(TEXT_LENGTHS)] for row in range(batch_size)]
-        input_ids, attention_mask = text_batch(lengths, generator, left_pad=left_pad)
-        inputs = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "pixel_values": pixel_batch(config, batch_size, generator),
-        }
+        inputs, generator = self.pair_inputs(config, batch_size, seed, left_pad)
         if model_class is M2I2ForPreTraining:
             patches = config.vision_config.grid_size**2
             inputs.update({name: torch.rand(batch_size, patches, generator=generator) for name in NOISE_INPUTS})
@@ -118,25 +83,17 @@ class M2I2ModelTester(ModelTester):
         """MLM logits predict the labels (`mlm_input_ids` is an input); answer-decoder logits at position t predict the
         label at t + 1."""
         if model_class is M2I2ForPreTraining:
-            return super().assert_labels_predicted(model_class, output, {"labels": labels["labels"]})
-        if model_class is not M2I2ForVQA:
-            return super().assert_labels_predicted(model_class, output, labels)
-        target = labels["labels"][:, 1:]
-        scored = target != -100
-        assert torch.equal(output.logits[:, :-1].argmax(-1)[scored], target[scored])
+            labels = {"labels": labels["labels"]}
+        return super().assert_labels_predicted(model_class, output, labels)
 
 
 # A 64-word vocabulary and a large init, so that a random tiny decoder writes question-dependent, varied answers.
 SMALL_VOCAB = {"cls_token_id": 1, "bos_token_id": 1, "sep_token_id": 2, "eos_token_id": 2, "mask_token_id": 3}
 SMALL_CLS, SMALL_SEP = 1, 2
+generation_config = functools.partial(albef_style.small_vocabulary_config, M2I2Config, SMALL_VOCAB)
 
 
-def generation_config(**overrides) -> M2I2Config:
-    text = {"vocab_size": 64, "initializer_range": 0.5, **overrides.pop("text_config", {})}
-    return tiny_config(text_config=text, **{"initializer_range": 0.5, **SMALL_VOCAB, **overrides})
-
-
-class M2I2GenerationTester(GenerationTester):
+class M2I2GenerationTester(albef_style.AlbefStyleGenerationTester):
     generative_model_classes = (M2I2ForVQA,)
 
     def build(self, model_class, seed=0, **overrides):
@@ -160,22 +117,8 @@ class M2I2GenerationTester(GenerationTester):
     def cross_attention_key(self, model):
         return model.text_decoder.bert.encoder.layer[0].crossattention.self.key
 
-    def reference_greedy(self, model, image_inputs, max_new_tokens):
-        """Greedy decoding by re-running the whole decoder on the whole answer so far at every step (no cache), as
-        the original decoder would be run without `past_key_values`."""
-        config = model.config
-        batch_size = image_inputs["pixel_values"].shape[0]
-        tokens = torch.full((batch_size, 1), config.bos_token_id)
-        finished = torch.zeros(batch_size, dtype=torch.bool)
-        with torch.no_grad():
-            for _ in range(max_new_tokens):
-                logits = model(**image_inputs, decoder_input_ids=tokens, use_cache=False).logits
-                next_tokens = logits[:, -1].argmax(-1).masked_fill(finished, config.pad_token_id)
-                tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
-                finished |= next_tokens == config.eos_token_id
-                if finished.all():
-                    break
-        return tokens
+    def decoder_logits(self, model, image_inputs, tokens):
+        return model(**image_inputs, decoder_input_ids=tokens, use_cache=False).logits
 
 
 def candidate_answers(lengths, seed):
@@ -185,24 +128,16 @@ def candidate_answers(lengths, seed):
     return answers, mask
 
 
-class M2I2MomentumTester(MomentumTester):
+class M2I2MomentumTester(albef_style.AlbefStyleMomentumTester):
     model_class = M2I2ForPreTraining
-
-    def get_config(self, **overrides):
-        return tiny_config(**overrides)
+    vqa_class = M2I2ForVQA
+    model_tester = M2I2ModelTester()
 
     def pair_rows(self, config, count, seed=0):
-        tester = M2I2ModelTester()
-        inputs = tester.prepare_inputs(config, batch_size=count, seed=seed, model_class=M2I2ForPreTraining)
-        inputs.update(tester.prepare_labels(M2I2ForPreTraining, config, inputs, torch.Generator().manual_seed(seed)))
+        inputs = self.model_tester.prepare_inputs(config, batch_size=count, seed=seed, model_class=M2I2ForPreTraining)
+        generator = torch.Generator().manual_seed(seed)
+        inputs.update(self.model_tester.prepare_labels(M2I2ForPreTraining, config, inputs, generator))
         return [{key: value[row] for key, value in inputs.items()} for row in range(count)]
 
-    def rank(self, config, k):
-        """Scores of three candidate answers for two questions (`M2I2ForVQA.rank_answers`)."""
-        torch.manual_seed(0)
-        model = M2I2ForVQA(config).eval()
-        inputs = M2I2ModelTester().prepare_inputs(config, batch_size=2, seed=4)
-        answers, answer_mask = candidate_answers([1, 3, 2], seed=5)
-        return model.rank_answers(
-            inputs["input_ids"], inputs["pixel_values"], answers, inputs["attention_mask"], answer_mask, k=k
-        ).scores, 3
+    def candidate_answers(self, lengths, seed):
+        return candidate_answers(lengths, seed)

@@ -281,13 +281,6 @@ def test_an_existing_output_folder_is_replaced_only_with_overwrite(tmp_path):
     assert not (out / "stale.txt").exists() and (out / "parity.json").exists()
 
 
-def test_the_checkout_script_runs_this_checkouts_converter():
-    result = subprocess.run([sys.executable, str(CONVERTER_SCRIPT), "--help"], capture_output=True, text=True,
-                            timeout=300, cwd="/")
-    assert result.returncode == 0, result.stderr
-    assert "--reference RECORD_DIR" in result.stdout and "python " in result.stdout.splitlines()[0]
-
-
 def test_missing_key_is_named():
     state = checkpoint("pretraining")
     del state["enc.encoder.layer.1.output.LayerNorm.bias"]

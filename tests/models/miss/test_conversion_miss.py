@@ -10,10 +10,7 @@ atol 1e-4, tokens and indices identical.
 import json
 import re
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -39,8 +36,6 @@ from .conversion_fixtures import (
     write_original_files,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-CONVERTER_SCRIPT = REPO_ROOT / "conversion" / "convert_miss_original_checkpoint.py"
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-4}
 
 
@@ -319,13 +314,6 @@ def test_without_a_reference_the_folder_verifies_against_itself(tmp_path, capsys
     card = (out / "README.md").read_text()
     assert "**Not verified**" in card and "tiny random checkpoints" in card
     assert "`MISSImageProcessor.as_released`" in card and "CLIP mean/std" in card  # released vs default preprocessing
-
-
-def test_the_checkout_script_runs_this_checkouts_converter():
-    result = subprocess.run([sys.executable, str(CONVERTER_SCRIPT), "--help"], capture_output=True, text=True,
-                            timeout=300, cwd="/")
-    assert result.returncode == 0, result.stderr
-    assert "--head {pretraining,vqa}" in result.stdout and "python " in result.stdout.splitlines()[0]
 
 
 def test_key_table_matches_the_recorded_original_key_lists(data_dir):

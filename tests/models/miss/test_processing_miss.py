@@ -18,6 +18,7 @@ from medvlp_hf.data.collators.report_generation import ReportGenerationCollator
 from medvlp_hf.data.collators.vqa import GenerativeVQACollator
 from medvlp_hf.models.miss import MISSConfig, MISSImageProcessor, MISSProcessor
 from medvlp_hf.resources import bert_base_uncased_vocab_file, tokenizer_dir
+from tests.common.albef_style import TEXT_ERRORS, image_setting_refusals
 from tests.common.processor_tester import ProcessorTester, ProcessorTesterMixin
 
 CLS, SEP, PAD, DEC, ENC = 101, 102, 0, 30522, 30523
@@ -176,19 +177,7 @@ def test_other_eight_bit_modes_are_converted_to_rgb_before_the_resize(colour_ima
         assert torch.equal(image_processor(image)["pixel_values"], expected)
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        ({"do_convert_rgb": False}, "takes 3-channel images"),
-        ({"do_rescale": False}, "rescale_twice_as_released=True"),
-        ({"rescale_factor": 1 / 65535}, "cannot be changed"),
-        ({"do_center_crop": True}, "without centre crop"),
-        ({"do_pad": True}, "without centre crop or padding"),
-        ({"size": {"shortest_edge": 8}}, "size must be"),
-        ({"data_format": "channels_last"}, "channels-first"),
-        ({"float_max_value": 0}, "float_max_value must be positive"),
-    ],
-)
+@pytest.mark.parametrize("kwargs, message", image_setting_refusals("rescale_twice_as_released=True"))
 def test_image_processor_refuses_settings_that_break_the_pipeline(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         MISSImageProcessor(size=8)(np.zeros((4, 4), np.uint8), **kwargs)
@@ -373,13 +362,9 @@ def test_questions_with_their_answers_in_one_call(processor, colour_image):
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        ({"text": "a", "text_kind": "caption"}, ValueError, "text_kind must be one of ('report', 'question')"),
+        *TEXT_ERRORS,
         ({"text": "a", "text_target": "b"}, ValueError, "would both be `input_ids`: encode them in two calls"),
         ({"text_target": "b", "generation_prompt": True}, ValueError, "a `text_target` is a training target"),
-        ({}, ValueError, "needs images, text or both"),
-        ({"text": [["pre", "tokenized"]]}, TypeError, "text must be a str or a non-empty list of str"),
-        ({"text": "a", "truncation": "only_second"}, ValueError, "truncation must be True or False"),
-        ({"text": "a", "return_token_type_ids": True}, TypeError, "unexpected keyword arguments ['return_token"),
         ({"text": "a", "max_length": 1}, ValueError, "max_length=1 leaves no room for [CLS] ... [SEP]"),
         ({"text": "a", "max_length": 3, "generation_prompt": True}, ValueError, "no room for [DEC] a picture of ..."),
         ({"text_target": "a", "text_kind": "question", "padding": "max_length"}, ValueError, "needs a max_length"),

@@ -1,7 +1,6 @@
 """MISSForRetrieval's two-stage protocol (image states, pair scores) and its ITC + ITM training on matched pairs, each
 against a computation written here from the model's parts."""
 
-import pytest
 import torch
 from torch.nn import functional as F
 
@@ -96,13 +95,3 @@ def test_contrastive_training_updates_towers_projections_head_and_temperature():
         gradient = model.get_parameter(name).grad
         assert gradient is not None and bool(gradient.abs().sum() > 0), name
 
-
-def test_training_batches_without_a_negative_get_clear_errors():
-    model = build()
-    inputs = pairs(model, batch_size=3)
-    with pytest.raises(ValueError, match="an image has no other"):
-        model(**inputs, return_loss=True, image_ids=torch.tensor([4, 4, 4]))
-    with pytest.raises(ValueError, match="only 1"):
-        model(**{key: value[:1] for key, value in inputs.items()}, return_loss=True)
-    with pytest.raises(ValueError, match="image_ids has 2 row"):
-        model(**inputs, return_loss=True, image_ids=torch.tensor([0, 1]))
