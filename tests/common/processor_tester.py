@@ -5,11 +5,15 @@ default processor, the calls that give generative targets and generation prompts
 `class TestMedViLLProcessor(ProcessorTesterMixin): tester = MedViLLProcessorTester()`.
 """
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from transformers import AutoProcessor
+from transformers.testing_utils import CaptureLogger
+from transformers.utils import logging as transformers_logging
 
 from medvlp_hf.resources import bert_base_uncased_vocab_file, tokenizer_dir
 
@@ -175,6 +179,19 @@ class ProcessorTesterMixin:
         assert truncated["input_ids"].shape == (2, 12)
         ends_with_end_token = bool(truncated["input_ids"][0, -1] == self.tester.end_token_id(processor))
         assert ends_with_end_token == self.tester.text_has_end_token
+
+    def test_truncation_by_default_is_said_once(self):
+        """Truncation is the default (as the originals' tokenizer calls): the first cut of a process is logged,
+        naming the limit and how to get an error instead, and repeated batches do not repeat it."""
+        processor = self.tester.get_processor()
+        transformers_logging.warning_once.cache_clear()
+        with CaptureLogger(logging.getLogger(type(processor).__module__)) as captured:
+            processor(text=["clear"], max_length=12)
+            assert captured.out == ""
+            for _ in range(3):
+                processor(text=[LONG_TEXT, "clear"], max_length=12)
+        assert captured.out.count("are cut to their first") == 1
+        assert "max_length=12" in captured.out and "truncation=False" in captured.out
 
     def test_image_and_text_counts_must_match(self):
         processor = self.tester.get_processor()

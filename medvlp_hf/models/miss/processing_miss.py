@@ -16,8 +16,11 @@ import os
 from transformers import BertTokenizer
 from transformers.image_processing_base import BatchFeature
 from transformers.processing_utils import ProcessorMixin
+from transformers.utils import logging
 
 from .image_processing_miss import MISSImageProcessor
+
+logger = logging.get_logger(__name__)
 
 DEC_TOKEN = "[DEC]"
 ENC_TOKEN = "[ENC]"
@@ -392,7 +395,8 @@ def encode_layout(
     """Texts -> `{"input_ids", "attention_mask"}`: per text `leading + wordpieces + closing` (token-id lists), padded.
 
     `max_length` counts every token (None: no limit); over it, `truncation=True` keeps the first wordpieces that fit
-    and `False` raises ValueError naming the text. `layout` describes the layout in errors, e.g. "[SEP] ... [SEP]".
+    and `False` raises ValueError naming the text; the first truncation of a process logs a warning saying so.
+    `layout` describes the layout in messages, e.g. "[SEP] ... [SEP]".
     """
     texts = text_list(text)
     if truncation not in TRUNCATING + NOT_TRUNCATING:
@@ -411,6 +415,11 @@ def encode_layout(
                     f"text {index} is {length} tokens long as {layout}, over max_length={max_length}; pass "
                     f"truncation=True (keeps its first {budget} wordpieces) or a larger max_length."
                 )
+            logger.warning_once(
+                f"texts over max_length={max_length} as {layout} are cut to their first {budget} wordpieces "
+                "(truncation=True, the default, as the original code does); pass truncation=False to get an error "
+                "instead, or a larger max_length."
+            )
             wordpieces = wordpieces[:budget]
         sequences.append([*leading, *wordpieces, *closing])
     padded = tokenizer.pad(
