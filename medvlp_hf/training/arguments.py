@@ -37,8 +37,8 @@ class ModelArguments:
     )
     config: str | None = field(
         default=None,
-        metadata={"help": "Size preset of --model_type when training from scratch (MedViLL: tiny is for tests, small "
-                  "trains on a CPU, base is the paper's model)."},
+        metadata={"help": "Size preset of --model_type when training from scratch: tiny (about 1-2 M parameters: tests "
+                  "and the quick demo), small (trains on a CPU), base (the paper's model)."},
     )
     config_overrides: str | None = field(
         default=None,
