@@ -604,6 +604,19 @@ def test_answer_ranking_with_k_beyond_the_candidates_is_the_exhaustive_likelihoo
                                rtol=1e-5)
 
 
+def test_answer_ranking_does_not_depend_on_the_candidates_padding_width():
+    """A candidate's score is its own: extra padding columns, or the other candidates in the list, change none."""
+    model = build(M2I2ForVQA, seed=1, initializer_range=0.3, text_config={"initializer_range": 0.3})
+    inputs = batch(model.config, batch_size=2, seed=4)
+    answers, answer_mask = candidate_answers([1, 3, 2, 2], seed=5)
+    ranking = rank(model, inputs, answers, answer_mask, k=4)
+    padded = rank(model, inputs, F.pad(answers, (0, 7)), F.pad(answer_mask, (0, 7)), k=4)
+    torch.testing.assert_close(padded.scores, ranking.scores, atol=1e-6, rtol=1e-6)
+    short = answer_mask.sum(1) < answer_mask.sum(1).max()
+    only_short = rank(model, inputs, answers[short], answer_mask[short], k=int(short.sum()))
+    torch.testing.assert_close(only_short.scores, ranking.scores[:, short], atol=1e-6, rtol=1e-6)
+
+
 def test_answer_ranking_rescores_the_top_k_first_tokens_and_shares_the_question_states():
     """The k candidates of highest first-token probability are scored (the others get -inf and probability 0), and
     the decoder projects each question's states to keys and values once for its k candidates."""
