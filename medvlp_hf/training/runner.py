@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import datasets
+import torch
 import transformers
 
 from .batch_norm import freeze_batch_norm_statistics
@@ -146,4 +147,14 @@ def run_phases(trainer, processor, model_args, data_args, splits, split_names, e
     written += [f"{phase}_results.json and {phase}_predictions.jsonl" for phase in ("eval", "predict") if phase in splits]
     if written and trainer.is_world_process_zero():
         logger.info(f"Written to {trainer.args.output_dir}: {', '.join(written)}.")
+    leave_process_group(trainer)
     return metrics
+
+
+def leave_process_group(trainer):
+    """Under torchrun / accelerate, every process waits for the others and then leaves the process group together:
+    a process that simply exits takes the rendezvous store down (rank 0 hosts it) while another may still be using it,
+    which aborts that one ("terminate called without an active exception") after a successful run."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        trainer.accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
