@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import datasets
-import torch
 import transformers
 
 from .batch_norm import freeze_batch_norm_statistics
@@ -155,6 +154,5 @@ def leave_process_group(trainer):
     """Under torchrun / accelerate, every process waits for the others and then leaves the process group together:
     a process that simply exits takes the rendezvous store down (rank 0 hosts it) while another may still be using it,
     which aborts that one ("terminate called without an active exception") after a successful run."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        trainer.accelerator.wait_for_everyone()
-        torch.distributed.destroy_process_group()
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
