@@ -91,12 +91,12 @@ class AnswerRankingTrainer(ImageToTextTrainer):
 
     def __init__(self, *args, answer_candidates, rank_top_k=None, max_ranked_rows=256, **kwargs):
         super().__init__(*args, **kwargs)
-        self.answer_candidates = dict(answer_candidates)
+        self.answer_candidates = {name: tensor.to(self.args.device) for name, tensor in answer_candidates.items()}
         self.rank_top_k = rank_top_k
         self.max_ranked_rows = max_ranked_rows
 
     def predict_batch(self, model, conditioning):
-        candidates = {name: tensor.to(self.args.device) for name, tensor in self.answer_candidates.items()}
+        candidates = self.answer_candidates
         k = min(self.rank_top_k or model.config.vqa_ranking_top_k, len(candidates["answer_input_ids"]))
         questions = max(1, self.max_ranked_rows // k)
         chosen = [
