@@ -3,13 +3,11 @@ candidate list (M2I2, `answer_ranking`), the answer scored as an exact match aft
 (closed / open / overall, and on VQA-RAD the same over its freeform test questions) and with MISS's yes/no accuracy
 (`ACC.py`), matched to its question by id; next to the majority-answer baseline."""
 
-from collections import Counter
-
 import numpy as np
 
-from ..metrics.vqa import CLOSED, OPEN, normalize_answer_types, vqa_accuracy
+from ..metrics.vqa import normalize_answer_types, vqa_accuracy
 from ..metrics.vqa_normalization import normalize_vqa_answer
-from .vqa import freeform_rows, with_freeform
+from .vqa import freeform_rows, majority_by_type, with_freeform
 
 IGNORE_INDEX = -100
 # What a generative VQA model's `generate()` reads from a batch: the question and its image.
@@ -26,19 +24,18 @@ def generation_kwargs(vqa_args) -> dict:
 def majority_answer_texts(train_dataset) -> dict:
     """{answer type: the most common training answer of that type}: the answers of a model that ignores the image
     and reads only whether the question is closed or open. Answers are counted by their normalised form and given as
-    first written in the data (normalised as the metric does); ties go to the answer seen first. A type without training questions gets the most
-    common answer of any type; a training set without answers gives {} (no baseline)."""
-    types = normalize_answer_types(train_dataset["answer_type"], len(train_dataset))
-    counts = {CLOSED: Counter(), OPEN: Counter()}
+    first written in the data (normalised as the metric does); ties go to the answer seen first. A type without
+    training questions gets the most common answer of any type; a training set without answers gives {} (no
+    baseline)."""
     written = {}
-    for answer, answer_type in zip(train_dataset["answer"], types):
-        key = normalize_vqa_answer(answer)
-        written.setdefault(key, str(answer))
-        counts[answer_type][key] += 1
-    overall = counts[CLOSED] + counts[OPEN]
-    if not overall:
-        return {}
-    return {answer_type: written[(counts[answer_type] or overall).most_common(1)[0][0]] for answer_type in counts}
+
+    def key(answer):
+        normalised = normalize_vqa_answer(answer)
+        written.setdefault(normalised, str(answer))
+        return normalised
+
+    majority = majority_by_type(train_dataset, key, lambda counts: counts.most_common(1)[0][0])
+    return {answer_type: written[normalised] for answer_type, normalised in majority.items()}
 
 
 def generated_answer_decoder(tokenizer):

@@ -128,19 +128,26 @@ def majority_answers(train_dataset, answers) -> dict:
     the lower label id; a type without a known training answer gets the most common one of any type, and a training
     set without any known answer gives {} (no baseline)."""
     label2id = build_label2id(answers)
+    return majority_by_type(train_dataset, lambda answer: label2id.get(normalize_answer(answer)), _lowest_most_common)
+
+
+def majority_by_type(train_dataset, key, most_common) -> dict:
+    """{answer type: `most_common(counter)` of the `key(answer)`s of that type's training answers} (answers whose key is
+    None are not counted); a type without counted answers gets the pick over every type, and a training set without
+    any gives {}. The counting both majority baselines share (`majority_answers`, `generative_vqa`'s texts)."""
     types = normalize_answer_types(train_dataset["answer_type"], len(train_dataset))
     counts = {CLOSED: Counter(), OPEN: Counter()}
     for answer, answer_type in zip(train_dataset["answer"], types):
-        label = label2id.get(normalize_answer(answer))
-        if label is not None:
-            counts[answer_type][label] += 1
+        value = key(answer)
+        if value is not None:
+            counts[answer_type][value] += 1
     overall = counts[CLOSED] + counts[OPEN]
     if not overall:
         return {}
-    return {answer_type: _most_common(counts[answer_type] or overall) for answer_type in counts}
+    return {answer_type: most_common(counts[answer_type] or overall) for answer_type in counts}
 
 
-def _most_common(counts):
+def _lowest_most_common(counts):
     return min(counts, key=lambda label: (-counts[label], label))
 
 
